@@ -1,0 +1,1 @@
+"""Patron's delivery layer: GraphQL schema, HTTP transport, command services and CLI."""

@@ -1,0 +1,109 @@
+"""Runtime settings, read from environment variables (flags override where they exist)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from projections.database import DatabaseConfig
+
+log = logging.getLogger("patron.config")
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    return int(_float(name, default))
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on", "y")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseConfig
+    secret_key: str
+    secret_key_source: str
+    read_your_writes_timeout: float = 5.0
+    max_page_size: int = 100
+    default_page_size: int = 20
+    max_query_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 2000
+    projection_batch_size: int = 500
+    projection_poll_interval: float = 0.5
+    run_projections: bool = True
+    snapshot_interval: int = 50
+    data_key_cache_seconds: float = 5.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, database_url: str | None = None, **overrides: object) -> Settings:
+        database = DatabaseConfig.from_env(database_url)
+        secret, source = resolve_secret_key(database)
+        values: dict[str, object] = dict(
+            database=database,
+            secret_key=secret,
+            secret_key_source=source,
+            read_your_writes_timeout=_float("PATRON_READ_YOUR_WRITES_TIMEOUT", 5.0),
+            max_page_size=_int("PATRON_MAX_PAGE_SIZE", 100),
+            max_query_depth=_int("PATRON_MAX_QUERY_DEPTH", 12),
+            projection_batch_size=_int("PATRON_PROJECTION_BATCH_SIZE", 500),
+            projection_poll_interval=_float("PATRON_PROJECTION_POLL_INTERVAL", 0.5),
+            run_projections=_bool("PATRON_RUN_PROJECTIONS", True),
+            snapshot_interval=_int("PATRON_SNAPSHOT_INTERVAL", 50),
+        )
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def resolve_secret_key(database: DatabaseConfig) -> tuple[str, str]:
+    """PATRON_SECRET_KEY, or a key generated once and kept (0600) beside the SQLite file.
+
+    PostgreSQL deployments usually run several servers, which must share one key, so
+    there the key must be given explicitly.
+    """
+    configured = os.environ.get("PATRON_SECRET_KEY")
+    if configured:
+        if len(configured) < 32:
+            raise ConfigurationError("PATRON_SECRET_KEY must be at least 32 characters")
+        return configured, "PATRON_SECRET_KEY"
+    if not database.is_sqlite:
+        raise ConfigurationError(
+            "PATRON_SECRET_KEY is required with PostgreSQL (every server must share it); "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    path = secret_key_path(database)
+    if path.exists():
+        return path.read_text().strip(), str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    log.warning("PATRON_SECRET_KEY is not set: generated a signing key in %s", path)
+    return key, f"{path} (generated)"
+
+
+def secret_key_path(database: DatabaseConfig) -> Path:
+    db = database.sqlite_path
+    return db.with_name(db.name + ".secret")

@@ -1,0 +1,177 @@
+"""Crypto-shredding: personal data in events is encrypted with a per-member data key.
+
+Events are immutable, yet a member may demand erasure. So the event format keeps personal
+data in one attribute, `personal`, which this mapper encrypts with AES-GCM under the
+member's own key (held in `member_data_keys`). Erasure destroys the key: the events stay
+intact and verifiable, and their personal part decodes to None everywhere from then on,
+including in read models rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import Mapper, StoredEvent
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from domain.errors import ErasedError
+from projections.tables import member_data_keys
+
+PERSONAL = "personal"
+TOKEN_FORMAT = "aesgcm-v1"
+
+
+class DataKeyStore:
+    """Per-member data keys, with a short-lived cache.
+
+    The cache is why erasure is effective across processes only after `ttl` seconds in
+    the worst case; the process that erases evicts its own entry at once.
+    """
+
+    def __init__(self, engine: Engine, ttl: float = 5.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._cache: dict[str, tuple[bytes | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def _cached(self, member_id: str) -> tuple[bool, bytes | None]:
+        with self._lock:
+            entry = self._cache.get(member_id)
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def _remember(self, member_id: str, key: bytes | None) -> None:
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[member_id] = (key, time.monotonic() + self.ttl)
+
+    def _read(self, member_id: str) -> tuple[bool, bytes | None]:
+        """(exists, key): a row with a NULL key means the key was destroyed."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(member_data_keys.c.data_key).where(
+                    member_data_keys.c.member_id == member_id
+                )
+            ).first()
+        if row is None:
+            return False, None
+        return True, base64.b64decode(row.data_key) if row.data_key else None
+
+    def key_for_decryption(self, member_id: str) -> bytes | None:
+        hit, key = self._cached(member_id)
+        if hit:
+            return key
+        _exists, key = self._read(member_id)
+        self._remember(member_id, key)
+        return key
+
+    def key_for_encryption(self, member_id: str) -> bytes:
+        hit, key = self._cached(member_id)
+        if hit and key is not None:
+            return key
+        exists, key = self._read(member_id)
+        if exists and key is None:
+            raise ErasedError("member has been erased; their personal data cannot be stored")
+        if key is None:
+            key = AESGCM.generate_key(bit_length=256)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert(member_data_keys).values(
+                            member_id=member_id,
+                            data_key=base64.b64encode(key).decode(),
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+            except IntegrityError:  # created concurrently: use the stored one
+                self._cache.pop(member_id, None)
+                return self.key_for_encryption(member_id)
+        self._remember(member_id, key)
+        return key
+
+    def destroy(self, member_id: str) -> None:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(member_data_keys)
+                .where(member_data_keys.c.member_id == member_id)
+                .values(data_key=None, destroyed_at=datetime.now(UTC))
+            )
+            if result.rowcount == 0:
+                conn.execute(
+                    insert(member_data_keys).values(
+                        member_id=member_id,
+                        data_key=None,
+                        created_at=datetime.now(UTC),
+                        destroyed_at=datetime.now(UTC),
+                    )
+                )
+        self._remember(member_id, None)
+
+
+class PersonalDataCipher:
+    def __init__(self, keys: DataKeyStore) -> None:
+        self.keys = keys
+
+    def encrypt(self, member_id: str, personal: dict[str, Any]) -> dict[str, str]:
+        key = self.keys.key_for_encryption(member_id)
+        nonce = os.urandom(12)
+        plaintext = json.dumps(personal, sort_keys=True, separators=(",", ":")).encode()
+        # The member id is bound as associated data: a ciphertext cannot be moved to
+        # another member's event and still decrypt.
+        ciphertext = AESGCM(key).encrypt(nonce, plaintext, member_id.encode())
+        return {"format": TOKEN_FORMAT, "data": base64.b64encode(nonce + ciphertext).decode()}
+
+    def decrypt(self, member_id: str, token: Any) -> dict[str, Any] | None:
+        if not isinstance(token, dict) or token.get("format") != TOKEN_FORMAT:
+            return None
+        key = self.keys.key_for_decryption(member_id)
+        if key is None:
+            return None
+        raw = base64.b64decode(token["data"])
+        plaintext = AESGCM(key).decrypt(raw[:12], raw[12:], member_id.encode())
+        return dict(json.loads(plaintext))
+
+
+class PersonalDataMapper(Mapper[Any]):
+    """Encrypts the `personal` attribute of events and snapshots, nothing else."""
+
+    personal_data: PersonalDataCipher
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        state = dict(vars(domain_event))
+        member_id = str(state["originator_id"])
+        if isinstance(domain_event, Snapshot):
+            inner = dict(state["state"])
+            if inner.get(PERSONAL) is not None:
+                inner[PERSONAL] = self.personal_data.encrypt(member_id, inner[PERSONAL])
+                state["state"] = inner
+        elif state.get(PERSONAL) is not None:
+            state[PERSONAL] = self.personal_data.encrypt(member_id, state[PERSONAL])
+        else:
+            return super().to_stored_event(domain_event)
+        protected = object.__new__(type(domain_event))
+        object.__setattr__(protected, "__dict__", state)
+        return super().to_stored_event(protected)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        domain_event = super().to_domain_event(stored_event)
+        state = vars(domain_event)
+        member_id = str(stored_event.originator_id)
+        if isinstance(domain_event, Snapshot):
+            inner = state["state"]
+            if inner.get(PERSONAL) is not None:
+                inner[PERSONAL] = self.personal_data.decrypt(member_id, inner[PERSONAL])
+        elif state.get(PERSONAL) is not None:
+            state[PERSONAL] = self.personal_data.decrypt(member_id, state[PERSONAL])
+        return domain_event

@@ -1,0 +1,127 @@
+"""Wiring: one object that owns the engines, the event store, services and projections.
+
+The server, the CLI, the tests and the benchmarks all build a `Runtime`, so every entry
+point runs the same code path.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.config import Settings
+from api.personal_data import DataKeyStore
+from api.service import MemberService, PatronApplication, UnitOfWork
+from domain.clock import Clock, SystemClock
+from projections.database import DatabaseConfig
+from projections.engine import Projection, ProjectionRunner
+from projections.member_profiles import MemberProfilesProjection
+
+log = logging.getLogger("patron.runtime")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def all_projections() -> list[Projection]:
+    return [MemberProfilesProjection()]
+
+
+def alembic_config(database: DatabaseConfig) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = database.url
+    return config
+
+
+def migrate(database: DatabaseConfig) -> None:
+    """Apply read-model migrations, then let the event store create its own tables."""
+    engine = database.create_sync_engine()
+    try:
+        with engine.begin() as conn:
+            config = alembic_config(database)
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+    # Constructing the application creates the event-store tables if they are missing.
+    keys_engine = database.create_sync_engine()
+    try:
+        app = PatronApplication(
+            database.eventsourcing_env(), DataKeyStore(keys_engine), snapshot_interval=50
+        )
+        app.close()
+    finally:
+        keys_engine.dispose()
+
+
+def migrations_current(engine: Engine, database: DatabaseConfig) -> bool:
+    head = ScriptDirectory.from_config(alembic_config(database)).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current == head
+
+
+def postgres_conninfo(database: DatabaseConfig) -> str:
+    env = database.eventsourcing_env()
+    parts = {
+        "dbname": env["POSTGRES_DBNAME"],
+        "host": env["POSTGRES_HOST"],
+        "port": env["POSTGRES_PORT"],
+        "user": env["POSTGRES_USER"],
+    }
+    if env["POSTGRES_PASSWORD"]:
+        parts["password"] = env["POSTGRES_PASSWORD"]
+    return " ".join(f"{k}={v}" for k, v in parts.items())
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        database = settings.database
+        self.sync_engine = database.create_sync_engine()
+        self.keys = DataKeyStore(self.sync_engine, ttl=settings.data_key_cache_seconds)
+        self.app = PatronApplication(
+            database.eventsourcing_env(), self.keys, settings.snapshot_interval
+        )
+        self.runner = ProjectionRunner(
+            self.sync_engine,
+            self.app.recorder,  # type: ignore[arg-type]
+            self.app.mapper,
+            all_projections(),
+            batch_size=settings.projection_batch_size,
+            # On PostgreSQL, NOTIFY wakes the runner; polling is only a safety net there.
+            poll_interval=settings.projection_poll_interval * (10 if database.is_postgres else 1),
+            listen_conninfo=postgres_conninfo(database) if database.is_postgres else None,
+        )
+        self.uow = UnitOfWork(self.app, on_recorded=lambda _position: self.runner.nudge())
+        self.members = MemberService(self.uow, self.clock, self.keys)
+        self._async_engine: AsyncEngine | None = None
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        if self._async_engine is None:
+            self._async_engine = self.settings.database.create_async_engine()
+        return self._async_engine
+
+    def start_projections(self) -> None:
+        self.runner.start()
+
+    async def aclose(self) -> None:
+        self.runner.stop()
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+            self._async_engine = None
+        self.close()
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.app.close()
+        self.sync_engine.dispose()

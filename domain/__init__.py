@@ -1,0 +1,1 @@
+"""Patron's domain model: aggregates and their rules, free of I/O, SQL and GraphQL."""

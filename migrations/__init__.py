@@ -1,0 +1,1 @@
+"""Alembic migrations for read models, projection tracking and data keys."""
