@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.config import Settings
+from api.consistency import WriteTracker
 from api.personal_data import DataKeyStore
 from api.service import MemberService, PatronApplication, UnitOfWork
 from domain.clock import Clock, SystemClock
@@ -103,6 +104,7 @@ class Runtime:
         )
         self.uow = UnitOfWork(self.app, on_recorded=lambda _position: self.runner.nudge())
         self.members = MemberService(self.uow, self.clock, self.keys)
+        self.writes = WriteTracker()
         self._async_engine: AsyncEngine | None = None
 
     @property
@@ -110,6 +112,10 @@ class Runtime:
         if self._async_engine is None:
             self._async_engine = self.settings.database.create_async_engine()
         return self._async_engine
+
+    @property
+    def projection_names(self) -> list[str]:
+        return list(self.runner.projections)
 
     def start_projections(self) -> None:
         self.runner.start()

@@ -1,0 +1,191 @@
+"""The HTTP application: GraphQL (with GraphiQL), health and readiness."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from api.auth import principal_from_authorization
+from api.config import Settings
+from api.context import (
+    RequestContext,
+    header_id,
+    new_request_id,
+    parse_min_position,
+)
+from api.runtime import Runtime, migrate, migrations_current
+from api.schema import build_schema
+from domain.errors import DomainError
+from projections.tables import projection_tracking
+
+log = logging.getLogger("patron.http")
+
+
+class RuntimeHolder:
+    """The runtime exists only once the lifespan has started; routes look it up here."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self._runtime = runtime
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the application has not started (lifespan not run)")
+        return self._runtime
+
+    @runtime.setter
+    def runtime(self, value: Runtime | None) -> None:
+        self._runtime = value
+
+
+class PatronGraphQL(GraphQL):
+    def __init__(self, settings: Settings, holder: RuntimeHolder) -> None:
+        super().__init__(build_schema(settings), graphql_ide="graphiql")
+        self.holder = holder
+
+    async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
+        state = request.scope.setdefault("state", {})
+        request_id = state.get("request_id") or new_request_id(request)
+        patron = RequestContext(
+            runtime=self.holder.runtime,
+            request=request,
+            principal=state["principal"],
+            request_id=request_id,
+            correlation_id=header_id(request, "x-correlation-id") or request_id,
+            causation_id=header_id(request, "x-causation-id"),
+            channel_header=request.headers.get("x-patron-channel"),
+            min_position=state.get("min_position", 0),
+            response_headers=response.headers,
+        )
+        response.headers["X-Request-Id"] = request_id
+        return {"request": request, "response": response, "patron": patron}
+
+
+class RequestGate:
+    """Authenticates and reads consistency headers before GraphQL sees the request.
+
+    A bad token or header is answered here with a JSON error and the matching HTTP status,
+    so resolvers only ever run with a known principal.
+    """
+
+    def __init__(self, app: ASGIApp, holder: RuntimeHolder) -> None:
+        self.app = app
+        self.holder = holder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        request_id = new_request_id(request)
+        try:
+            principal = principal_from_authorization(
+                request.headers.get("authorization"), self.holder.runtime.settings.secret_key
+            )
+            min_position = parse_min_position(request)
+        except DomainError as error:
+            status = 401 if error.code.value == "UNAUTHENTICATED" else 400
+            response = JSONResponse(
+                {"errors": [{"message": error.message,
+                             "extensions": {"code": error.code.value, "requestId": request_id}}]},
+                status_code=status,
+                headers={"X-Request-Id": request_id},
+            )
+            await response(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state.update(principal=principal, min_position=min_position, request_id=request_id)
+        await self.app(scope, receive, send)
+
+
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    checks: dict[str, Any] = {}
+    try:
+        async with runtime.async_engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as error:
+        checks["database"] = f"unreachable: {type(error).__name__}"
+        return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+    current = await run_in_threadpool(
+        migrations_current, runtime.sync_engine, runtime.settings.database
+    )
+    checks["migrations"] = "current" if current else "pending: run `patron migrate`"
+    checks["projections"] = await _projections_check(runtime)
+    ready = current and checks["projections"] == "running"
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def _projections_check(runtime: Runtime) -> str:
+    if runtime.runner.running:
+        return "running"
+    # Projections may run in their own process: then a live lease shows they are running.
+    async with runtime.async_engine.connect() as conn:
+        rows = (await conn.execute(select(projection_tracking.c.lease_expires_at))).all()
+    now = datetime.now(UTC)
+    alive = [r for r in rows if r[0] and (r[0] if r[0].tzinfo else r[0].replace(tzinfo=UTC)) > now]
+    return "running" if rows and len(alive) == len(rows) else "not running"
+
+
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    *,
+    migrate_on_start: bool | None = None,
+    run_projections: bool | None = None,
+) -> Starlette:
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    if migrate_on_start is None:
+        migrate_on_start = settings.database.is_sqlite
+    if run_projections is None:
+        run_projections = settings.run_projections
+    holder = RuntimeHolder(runtime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if migrate_on_start:
+            await run_in_threadpool(migrate, settings.database)
+        active = runtime or await run_in_threadpool(Runtime, settings)
+        holder.runtime = active
+        app.state.runtime = active
+        if run_projections:
+            active.start_projections()
+        log.info("Patron ready on %s", settings.database.safe_url)
+        try:
+            yield
+        finally:
+            holder.runtime = None
+            if runtime is None:
+                await active.aclose()
+            else:
+                active.runner.stop()
+
+    gate = RequestGate(PatronGraphQL(settings, holder), holder)
+    return Starlette(
+        routes=[
+            Route("/graphql", gate, methods=["GET", "POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )

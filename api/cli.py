@@ -1,0 +1,257 @@
+"""The `patron` command: serve, migrate, run projections, mint tokens, seed demo data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from api.auth import PII_SCOPE, mint_token, parse_duration
+from api.config import ConfigurationError, Settings
+from domain.metadata import Role
+from projections.database import DatabaseConfig, DatabaseURLError
+
+database_option = click.option(
+    "--database-url",
+    envvar="PATRON_DATABASE_URL",
+    default=None,
+    help="sqlite:///PATH (default sqlite:///./patron.db) or postgresql://USER@HOST:PORT/DB",
+)
+
+
+def _settings(database_url: str | None, **overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(database_url, **overrides)
+    except (ConfigurationError, DatabaseURLError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _runtime(settings: Settings) -> Any:
+    from api.runtime import Runtime, migrate
+
+    try:
+        migrate(settings.database)
+        return Runtime(settings)
+    except Exception as error:
+        raise click.ClickException(
+            f"cannot open {settings.database.safe_url}: {type(error).__name__}: {error}"
+        ) from None
+
+
+@click.group()
+@click.option("--log-level", default="INFO", envvar="PATRON_LOG_LEVEL", show_default=True)
+def main(log_level: str) -> None:
+    """Patron: a member-centric e-commerce backend (GraphQL over an event-sourced core)."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@database_option
+@click.option("--demo", is_flag=True, help="Seed demo members if the database has none.")
+@click.option(
+    "--projections/--no-projections",
+    default=True,
+    show_default=True,
+    help="Run the projection runner inside the server (or use `patron projections run`).",
+)
+def serve(host: str, port: int, database_url: str | None, demo: bool, projections: bool) -> None:
+    """Serve the GraphQL API (GraphiQL at /graphql in a browser)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.runtime import migrate
+
+    settings = _settings(database_url, run_projections=projections)
+    click.echo(f"database: {settings.database.safe_url}")
+    click.echo(f"signing key: {settings.secret_key_source}")
+    if settings.database.is_sqlite or demo:
+        migrate(settings.database)
+    if demo:
+        _seed_if_empty(settings)
+    app = create_app(settings, migrate_on_start=False)
+    click.echo(f"GraphiQL: http://{host}:{port}/graphql")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _seed_if_empty(settings: Settings, members: int = 50, seed: int = 7) -> None:
+    from sqlalchemy import func, select
+
+    from api.demo import seed_demo
+    from projections.tables import member_profiles
+
+    runtime = _runtime(settings)
+    try:
+        head = runtime.runner.head()
+        with runtime.sync_engine.connect() as conn:
+            existing = conn.scalar(select(func.count()).select_from(member_profiles))
+        if head or existing:
+            click.echo("demo: the database already has events; not seeding")
+            return
+        with click.progressbar(length=members, label="seeding demo members") as bar:
+            seed_demo(runtime, members=members, seed=seed, progress=bar.update)
+        runtime.runner.run_once()
+    finally:
+        runtime.close()
+
+
+@main.command()
+@database_option
+def migrate(database_url: str | None) -> None:
+    """Apply database migrations (read models and event store tables)."""
+    from api.runtime import migrate as apply
+
+    try:
+        database = DatabaseConfig.from_env(database_url)
+        apply(database)
+    except DatabaseURLError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"migrated {database.safe_url}")
+
+
+@main.group()
+def projections() -> None:
+    """Inspect, run and rebuild projections (read models)."""
+
+
+@projections.command("status")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def projections_status(database_url: str | None, as_json: bool) -> None:
+    """Position, lag and last error per projection."""
+    runtime = _runtime(_settings(database_url))
+    try:
+        statuses = runtime.runner.status()
+    finally:
+        runtime.close()
+    if as_json:
+        click.echo(json.dumps([s.__dict__ for s in statuses], default=str, indent=2))
+        return
+    click.echo(f"{'projection':<20} {'position':>10} {'head':>10} {'lag':>8}  last error")
+    for s in statuses:
+        error = f"{s.last_error} ({s.last_error_at})" if s.last_error else "-"
+        click.echo(f"{s.name:<20} {s.position:>10} {s.head:>10} {s.lag:>8}  {error}")
+
+
+@projections.command("run")
+@database_option
+def projections_run(database_url: str | None) -> None:
+    """Run the projection runner in this process until interrupted."""
+    import signal
+    import threading
+
+    runtime = _runtime(_settings(database_url))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo(f"projection runner {runtime.runner.owner} following {runtime.settings.database.safe_url}")
+    runtime.start_projections()
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+
+
+@projections.command("rebuild")
+@click.argument("name", required=False)
+@database_option
+def projections_rebuild(name: str | None, database_url: str | None) -> None:
+    """Rebuild NAME (or every projection) from position zero."""
+    runtime = _runtime(_settings(database_url))
+    try:
+        names = [name] if name else list(runtime.runner.projections)
+        unknown = [n for n in names if n not in runtime.runner.projections]
+        if unknown:
+            known = ", ".join(runtime.runner.projections)
+            raise click.ClickException(f"unknown projection {unknown[0]!r}; known: {known}")
+        head = runtime.runner.head()
+        for projection in names:
+            with click.progressbar(length=head, label=f"rebuilding {projection}") as bar:
+                applied = runtime.runner.rebuild(projection, progress=bar.update)
+            click.echo(f"{projection}: replayed {applied} events")
+    finally:
+        runtime.close()
+
+
+@main.command()
+@click.option(
+    "--role", required=True, type=click.Choice(["member", "agent", "admin", "auditor"])
+)
+@click.option("--member-id", default=None, help="Required for --role member.")
+@click.option("--subject", default=None, help="Staff id to record as the actor.")
+@click.option("--expires", default="1h", show_default=True, help="e.g. 30m, 12h, 7d")
+@click.option("--pii", is_flag=True, help="Auditors: allow unmasked personal data.")
+@database_option
+def token(
+    role: str,
+    member_id: str | None,
+    subject: str | None,
+    expires: str,
+    pii: bool,
+    database_url: str | None,
+) -> None:
+    """Mint a bearer token for development."""
+    settings = _settings(database_url)
+    try:
+        value = mint_token(
+            settings.secret_key,
+            Role(role),
+            member_id if role == "member" else subject,
+            parse_duration(expires),
+            (PII_SCOPE,) if pii else (),
+        )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(value)
+
+
+@main.group()
+def seed() -> None:
+    """Seed data."""
+
+
+@seed.command("demo")
+@click.option("--members", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--seed", "seed_value", default=7, show_default=True, type=int)
+@database_option
+def seed_demo_command(members: int, seed_value: int, database_url: str | None) -> None:
+    """Write a deterministic demo population through the real command path."""
+    from api.demo import seed_demo
+
+    runtime = _runtime(_settings(database_url))
+    try:
+        with click.progressbar(length=members, label="seeding demo members") as bar:
+            seed_demo(runtime, members=members, seed=seed_value, progress=bar.update)
+        with click.progressbar(length=runtime.runner.head(), label="projecting") as bar:
+            for name in runtime.runner.projections:
+                runtime.runner.catch_up(name, progress=bar.update)
+    finally:
+        runtime.close()
+    click.echo(f"seeded {members} members (seed {seed_value})")
+
+
+@main.command("export-schema")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export_schema(output: Path | None) -> None:
+    """Print the GraphQL schema (SDL), or write it to --output."""
+    from api.schema import export_sdl
+
+    sdl = export_sdl()
+    if output:
+        output.write_text(sdl)
+        click.echo(f"wrote {output}")
+    else:
+        sys.stdout.write(sdl)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Read-your-writes: a client's next query waits until the read models include its writes.
+
+Every write returns its event-store position. A client may send the highest position it
+has written in `X-Patron-Min-Position`; the server also remembers, per subject, the last
+position it wrote in this process. A query waits (bounded) until every projection has
+reached that position, then answers; past the bound it fails with a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from projections.tables import projection_tracking
+
+
+class ProjectionLagError(Exception):
+    def __init__(self, wanted: int, reached: int, timeout: float) -> None:
+        super().__init__(
+            f"read models have reached position {reached} but your writes go up to {wanted}; "
+            f"they did not catch up within {timeout:g}s, try again shortly"
+        )
+        self.wanted = wanted
+        self.reached = reached
+
+
+class WriteTracker:
+    """Highest position written per subject, in this process (bounded in size)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._positions: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def record(self, subject: str, position: int | None) -> None:
+        if position is None:
+            return
+        with self._lock:
+            if len(self._positions) >= self.capacity and subject not in self._positions:
+                self._positions.pop(next(iter(self._positions)))
+            if position > self._positions.get(subject, 0):
+                self._positions[subject] = position
+
+    def last(self, subject: str) -> int:
+        with self._lock:
+            return self._positions.get(subject, 0)
+
+
+async def projections_position(engine: AsyncEngine, names: list[str]) -> int:
+    """The position every projection has reached (the slowest one)."""
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            select(func.min(projection_tracking.c.position)).where(
+                projection_tracking.c.name.in_(names)
+            )
+        )
+    return int(value or 0)
+
+
+async def wait_for_position(
+    engine: AsyncEngine, names: list[str], wanted: int, timeout: float
+) -> None:
+    if wanted <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        reached = await projections_position(engine, names)
+        if reached >= wanted:
+            return
+        if time.monotonic() >= deadline:
+            raise ProjectionLagError(wanted, reached, timeout)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)

@@ -1,0 +1,133 @@
+"""Async queries over read-model tables: what the API answers from (never from events)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from projections.tables import member_profiles, member_tags
+
+ProfileRow = dict[str, Any]
+
+
+class InvalidCursorError(ValueError):
+    pass
+
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts, default=str).encode()).decode()
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError):
+        raise InvalidCursorError("malformed cursor") from None
+    if not isinstance(parts, list) or len(parts) != arity:
+        raise InvalidCursorError("malformed cursor")
+    return parts
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything Patron stores is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class MemberFilter:
+    status: str | None = None
+    tag: str | None = None
+    city: str | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[ProfileRow]
+    has_next: bool
+    total: int
+
+
+async def get_member_profiles(engine: AsyncEngine, member_ids: list[str]) -> dict[str, ProfileRow]:
+    if not member_ids:
+        return {}
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            select(member_profiles).where(member_profiles.c.member_id.in_(member_ids))
+        )
+        return {row.member_id: dict(row._mapping) for row in result}
+
+
+async def get_member_tags(engine: AsyncEngine, member_id: str) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            select(member_tags)
+            .where(member_tags.c.member_id == member_id)
+            .order_by(member_tags.c.tag)
+        )
+        return [dict(row._mapping) for row in result]
+
+
+def _filtered(query: Select[Any], where: MemberFilter) -> Select[Any]:
+    if where.status:
+        query = query.where(member_profiles.c.status == where.status)
+    if where.city:
+        query = query.where(func.lower(member_profiles.c.city) == where.city.strip().lower())
+    if where.tag:
+        query = query.where(
+            member_profiles.c.member_id.in_(
+                select(member_tags.c.member_id).where(member_tags.c.tag == where.tag.lower())
+            )
+        )
+    if where.search:
+        pattern = f"%{where.search.strip().lower()}%"
+        query = query.where(
+            or_(
+                func.lower(member_profiles.c.name).like(pattern),
+                func.lower(member_profiles.c.email).like(pattern),
+                member_profiles.c.member_id == where.search.strip(),
+            )
+        )
+    return query
+
+
+async def list_member_profiles(
+    engine: AsyncEngine, where: MemberFilter, first: int, after: str | None
+) -> Page:
+    """Keyset pagination in registration order: stable while members keep registering."""
+    query = _filtered(select(member_profiles), where)
+    if after:
+        registered_at, member_id = decode_cursor(after, 2)
+        try:
+            moment = as_utc(datetime.fromisoformat(registered_at))
+        except (TypeError, ValueError):
+            raise InvalidCursorError("malformed cursor") from None
+        query = query.where(
+            or_(
+                member_profiles.c.registered_at > moment,
+                (member_profiles.c.registered_at == moment)
+                & (member_profiles.c.member_id > str(member_id)),
+            )
+        )
+    query = query.order_by(member_profiles.c.registered_at, member_profiles.c.member_id).limit(
+        first + 1
+    )
+    count_query = _filtered(select(func.count()).select_from(member_profiles), where)
+    async with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in await conn.execute(query)]
+        total = int(await conn.scalar(count_query) or 0)
+    return Page(rows=rows[:first], has_next=len(rows) > first, total=total)
+
+
+def member_cursor(row: ProfileRow) -> str:
+    registered_at = as_utc(row["registered_at"])
+    assert registered_at is not None
+    return encode_cursor(registered_at.astimezone(UTC).isoformat(), row["member_id"])

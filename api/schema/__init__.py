@@ -1,0 +1,126 @@
+"""The GraphQL schema: one module per domain area, merged here."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import strawberry
+from graphql import GraphQLError
+from strawberry import relay
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+from strawberry.types.graphql import OperationType
+
+from api.config import Settings
+from api.consistency import ProjectionLagError, wait_for_position
+from api.schema.audit import AuditQueries
+from api.schema.common import EVENT_POSITION_SCALAR, ApiError, EventPosition
+from api.schema.members import MemberMutations, MemberQueries
+
+log = logging.getLogger("patron.api")
+
+
+def _query_type() -> type:
+    """A fresh Query per schema: strawberry binds relay's `node` field to one schema only."""
+
+    @strawberry.type
+    class NodeQueries:
+        node: relay.Node | None = relay.node(description="Any object by its global id.")
+
+    return merge_types("Query", (NodeQueries, MemberQueries, AuditQueries))
+
+
+Mutation = merge_types("Mutation", (MemberMutations,))
+
+
+class ReadYourWrites(SchemaExtension):
+    """Queries wait until the read models include the client's own writes (bounded)."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        if execution.operation_type == OperationType.QUERY and execution.context:
+            ctx = execution.context["patron"]
+            wanted = ctx.required_position()
+            if wanted:
+                runtime = ctx.runtime
+                try:
+                    await wait_for_position(
+                        runtime.async_engine,
+                        runtime.projection_names,
+                        wanted,
+                        runtime.settings.read_your_writes_timeout,
+                    )
+                except ProjectionLagError as error:
+                    raise ApiError(
+                        str(error), "PROJECTION_LAG", wanted=error.wanted, reached=error.reached
+                    ) from None
+        yield
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Expected failures keep their message and code; anything else is logged and masked."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=self._is_unexpected)
+
+    @staticmethod
+    def _is_unexpected(error: GraphQLError) -> bool:
+        original = error.original_error
+        return original is not None and not isinstance(original, GraphQLError)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        context = self.execution_context.context or {}
+        patron = context.get("patron") if isinstance(context, dict) else None
+        request_id = patron.request_id if patron else None
+        log.error(
+            "unexpected error in %s (request %s)",
+            ".".join(str(p) for p in error.path or []) or "operation",
+            request_id,
+            exc_info=error.original_error,
+        )
+        return GraphQLError(
+            message=f"Internal error; quote request id {request_id} when reporting it.",
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": "INTERNAL", "requestId": request_id},
+        )
+
+    def on_operation(self) -> Iterator[None]:
+        yield from super().on_operation()
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    if settings is None:
+        return _schema(12, 30, 2000)
+    return _schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens)
+
+
+@functools.cache
+def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=_query_type(),
+        mutation=Mutation,
+        extensions=[
+            lambda: QueryDepthLimiter(max_depth=depth),
+            lambda: MaxAliasesLimiter(max_alias_count=aliases),
+            lambda: MaxTokensLimiter(max_token_count=tokens),
+            ReadYourWrites,
+            MaskUnexpectedErrors,
+        ],
+        config=StrawberryConfig(scalar_map={EventPosition: EVENT_POSITION_SCALAR}),
+    )
+
+
+def export_sdl() -> str:
+    return build_schema().as_str() + "\n"

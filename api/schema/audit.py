@@ -1,0 +1,230 @@
+"""Audit: a member's full event history with metadata, and its state as of any point.
+
+These are the only queries that read the event store instead of read models: auditors
+must see what was recorded, not what a projection made of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import strawberry
+from starlette.concurrency import run_in_threadpool
+from strawberry.scalars import JSON
+
+from api.readmodels import decode_cursor, encode_cursor
+from api.schema.common import ApiError, Connection, context, decode_id, make_connection, page_size
+from api.schema.members import MemberNode
+from domain.errors import DomainError, ErrorCode, NotFoundError, ValidationError
+from domain.member import COMPLETION_FIELDS, Member
+from domain.metadata import Role
+
+AUDIT_ROLES = (Role.AUDITOR, Role.ADMIN)
+
+
+@strawberry.type(description="One recorded event, exactly as stored, with who/why/where.")
+class AuditEvent:
+    aggregate_id: str
+    version: int
+    type: str
+    timestamp: dt.datetime
+    actor_id: str | None
+    actor_role: str | None
+    channel: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    request_id: str | None
+    reason: str | None
+    personal_data: str = strawberry.field(
+        description="'visible', 'masked' (viewer may not see it), 'erased' or 'none'."
+    )
+    data: JSON
+
+
+def _event_type(event: Any) -> str:
+    return type(event).__qualname__
+
+
+def audit_event(event: Any, show_personal: bool) -> AuditEvent:
+    state = dict(vars(event))
+    meta = state.pop("meta", {}) or {}
+    for key in ("originator_id", "originator_version", "timestamp", "originator_topic"):
+        state.pop(key, None)
+    personal_state = "none"
+    if "personal" in state:
+        if state["personal"] is None:
+            # Either the event had no personal part or the member's key is destroyed.
+            personal_state = "erased" if _event_type(event) == "Member.Registered" else "none"
+        elif show_personal:
+            personal_state = "visible"
+        else:
+            personal_state = "masked"
+            state["personal"] = {key: "***" for key in state["personal"]}
+    return AuditEvent(
+        aggregate_id=str(event.originator_id),
+        version=event.originator_version,
+        type=_event_type(event),
+        timestamp=event.timestamp,
+        actor_id=meta.get("actor_id"),
+        actor_role=meta.get("actor_role"),
+        channel=meta.get("channel"),
+        correlation_id=meta.get("correlation_id"),
+        causation_id=meta.get("causation_id"),
+        request_id=meta.get("request_id"),
+        reason=meta.get("reason"),
+        personal_data=personal_state,
+        data=_jsonable(state),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def profile_row_from_member(member: Member) -> dict[str, Any]:
+    """The aggregate's state in the read model's shape, so one GraphQL type shows both."""
+    personal = member.personal or {}
+    row: dict[str, Any] = {
+        "member_id": str(member.id),
+        "version": member.version,
+        "name": personal.get("name"),
+        "email": personal.get("email"),
+        "phone": personal.get("phone"),
+        "birthday": personal.get("birthday"),
+        "default_address": personal.get("default_address"),
+        **{key: member.profile.get(key) for key in (
+            "gender", "occupation", "education", "income_band", "city", "region",
+            "preferred_channel", "language",
+        )},
+        "preferences": member.preferences,
+        "consents": member.consents,
+        "status": member.status,
+        "status_reason": member.status_reason,
+        "tier": "regular",
+        "erased": member.erased,
+        "erased_at": member.modified_on if member.erased else None,
+        "registration_channel": member.registration_channel,
+        "channel_activity": {},
+        "registered_at": member.created_on,
+        "updated_at": member.modified_on,
+    }
+    row["profile_complete"] = all(row.get(f) not in (None, "") for f in COMPLETION_FIELDS)
+    return row
+
+
+def _require_auditor(info: strawberry.Info) -> None:
+    try:
+        context(info).principal.require_role(*AUDIT_ROLES)
+    except DomainError as error:
+        raise ApiError.from_domain(error) from None
+
+
+def _member_uuid(id: strawberry.ID) -> uuid.UUID:
+    try:
+        return uuid.UUID(decode_id(id, "Member"))
+    except (DomainError, ValueError) as error:
+        message = error.message if isinstance(error, DomainError) else "malformed id"
+        raise ApiError(message, ErrorCode.VALIDATION.value, field="id") from None
+
+
+@strawberry.type
+class AuditQueries:
+    @strawberry.field(description="Auditors and admins: every event of a member, in order.")
+    async def member_history(
+        self,
+        info: strawberry.Info,
+        id: strawberry.ID,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[AuditEvent]:
+        _require_auditor(info)
+        ctx = context(info)
+        member_id = _member_uuid(id)
+        size = page_size(info, first)
+        after_version = 0
+        if after:
+            try:
+                (after_version,) = decode_cursor(after, 1)
+                after_version = int(after_version)
+            except (ValueError, TypeError):
+                raise ApiError("malformed cursor", ErrorCode.VALIDATION.value, field="after")
+
+        def read() -> tuple[list[Any], bool]:
+            events = list(
+                ctx.runtime.app.events.get(member_id, gt=after_version, limit=size + 1)
+            )
+            return events[:size], len(events) > size
+
+        events, has_next = await run_in_threadpool(read)
+        if not events and after_version == 0:
+            raise ApiError(f"member {id} not found", ErrorCode.NOT_FOUND.value, field="id")
+        show = ctx.principal.can_see_personal_data(str(member_id))
+        return make_connection(
+            [audit_event(e, show) for e in events],
+            [encode_cursor(e.originator_version) for e in events],
+            has_next=has_next,
+            has_previous=after_version > 0,
+            total=await run_in_threadpool(_latest_version, ctx, member_id),
+        )
+
+    @strawberry.field(
+        description="Auditors and admins: the member as it was at a version or a moment."
+    )
+    async def member_as_of(
+        self,
+        info: strawberry.Info,
+        id: strawberry.ID,
+        version: int | None = None,
+        at: dt.datetime | None = None,
+    ) -> MemberNode:
+        _require_auditor(info)
+        ctx = context(info)
+        member_id = _member_uuid(id)
+        if (version is None) == (at is None):
+            raise ApiError("give exactly one of version or at", ErrorCode.VALIDATION.value)
+        if at is not None and at.tzinfo is None:
+            raise ApiError("at must include a time zone", ErrorCode.VALIDATION.value, field="at")
+
+        def load() -> Member:
+            wanted = version
+            if at is not None:
+                wanted = 0
+                for event in ctx.runtime.app.events.get(member_id):
+                    if event.timestamp > at:
+                        break
+                    wanted = event.originator_version
+                if wanted == 0:
+                    raise NotFoundError(f"member {id} did not exist at {at.isoformat()}", "at")
+            if wanted is not None and wanted < 1:
+                raise ValidationError("version must be at least 1", "version")
+            member = ctx.runtime.members.get(member_id, version=wanted)
+            if wanted is not None and member.version != wanted:
+                raise NotFoundError(f"member {id} has no version {wanted}", "version")
+            return member
+
+        try:
+            member = await run_in_threadpool(load)
+        except DomainError as error:
+            raise ApiError.from_domain(error) from None
+        row = profile_row_from_member(member)
+        tags = [
+            {"tag": t, "reason": v["reason"], "tagged_by": v["by"],
+             "tagged_at": dt.datetime.fromisoformat(v["at"])}
+            for t, v in sorted(member.tags.items())
+        ]
+        return MemberNode.from_row(row, tags)
+
+
+def _latest_version(ctx: Any, member_id: uuid.UUID) -> int:
+    events = list(ctx.runtime.app.events.get(member_id, desc=True, limit=1))
+    return events[0].originator_version if events else 0

@@ -1,0 +1,144 @@
+"""Conventions shared by every domain area of the schema.
+
+Mutations take one `input` and return a payload with `userErrors` for expected failures;
+list fields are Relay connections with a maximum page size; queries that fail for an
+expected reason raise an `ApiError` whose `extensions.code` is stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, NewType, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.relay import GlobalID
+
+from api.context import RequestContext
+from api.service import CommandResult
+from domain.errors import DomainError, ValidationError
+from domain.errors import ErrorCode as DomainErrorCode
+
+T = TypeVar("T")
+
+ErrorCode = strawberry.enum(DomainErrorCode, name="ErrorCode")
+
+EventPosition = NewType("EventPosition", int)
+EVENT_POSITION_SCALAR = strawberry.scalar(
+    name="EventPosition",
+    serialize=int,
+    parse_value=int,
+    description="A position in the event store's global order (64-bit integer).",
+)
+
+
+class ApiError(GraphQLError):
+    """An expected failure of a query: shown to the client with a stable code."""
+
+    def __init__(self, message: str, code: str, **extensions: Any) -> None:
+        super().__init__(message, extensions={"code": code, **extensions})
+
+    @classmethod
+    def from_domain(cls, error: DomainError) -> ApiError:
+        return cls(error.message, error.code.value, field=error.field)
+
+
+@strawberry.type(description="An expected failure of a mutation; nothing was recorded.")
+class UserError:
+    field: str | None = strawberry.field(description="The input field at fault, if any.")
+    message: str
+    code: DomainErrorCode
+
+    @classmethod
+    def from_domain(cls, error: DomainError) -> UserError:
+        field = error.field
+        if field is not None:
+            field = _camel(field)
+        return cls(field=field, message=error.message, code=error.code)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    total_count: int
+
+
+def make_connection(
+    nodes: list[Any], cursors: list[str], *, has_next: bool, has_previous: bool, total: int
+) -> Connection[Any]:
+    edges = [Edge(cursor=c, node=n) for c, n in zip(cursors, nodes, strict=True)]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=has_previous,
+            start_cursor=cursors[0] if cursors else None,
+            end_cursor=cursors[-1] if cursors else None,
+        ),
+        total_count=total,
+    )
+
+
+def page_size(info: strawberry.Info, first: int | None) -> int:
+    settings = context(info).runtime.settings
+    if first is None:
+        return settings.default_page_size
+    if first < 1 or first > settings.max_page_size:
+        raise ApiError(
+            f"first must be between 1 and {settings.max_page_size}",
+            DomainErrorCode.VALIDATION.value,
+            field="first",
+        )
+    return first
+
+
+def context(info: strawberry.Info) -> RequestContext:
+    return info.context["patron"]  # type: ignore[no-any-return]
+
+
+def decode_id(global_id: strawberry.ID | str, expected_type: str, field: str = "id") -> str:
+    """A Relay global id of the expected type, or a typed validation error."""
+    try:
+        parsed = GlobalID.from_id(str(global_id))
+    except Exception:
+        raise ValidationError(f"malformed id {global_id!r}", field) from None
+    if parsed.type_name != expected_type:
+        raise ValidationError(f"id {global_id!r} is not a {expected_type} id", field)
+    return parsed.node_id
+
+
+def encode_id(type_name: str, node_id: str) -> strawberry.ID:
+    return strawberry.ID(str(GlobalID(type_name, node_id)))
+
+
+async def run_mutation(
+    info: strawberry.Info,
+    command: Callable[[RequestContext], Awaitable[CommandResult]],
+) -> tuple[CommandResult | None, list[UserError]]:
+    """Run a command; expected failures become userErrors and record nothing."""
+    ctx = context(info)
+    try:
+        result = await command(ctx)
+    except DomainError as error:
+        return None, [UserError.from_domain(error)]
+    return result, []

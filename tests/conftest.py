@@ -1,0 +1,147 @@
+"""Test fixtures: every storage test runs on SQLite and on PostgreSQL.
+
+Each test gets a fresh, migrated database: a copy of a per-run SQLite template file, or a
+PostgreSQL database cloned from a per-run template (CREATE DATABASE … TEMPLATE), so tests
+and concurrent runs never see each other's data. PostgreSQL is required when CI=true;
+elsewhere its tests are skipped with a message when no server is reachable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from api.app import create_app
+from api.config import Settings
+from api.runtime import Runtime, migrate
+from projections.database import DatabaseConfig
+
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
+PG_ADMIN_URL = os.environ.get(
+    "PATRON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+RUN_ID = uuid.uuid4().hex[:10]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _pg_conninfo(url: str) -> str:
+    cfg = DatabaseConfig(url).eventsourcing_env()
+    info = (
+        f"host={cfg['POSTGRES_HOST']} port={cfg['POSTGRES_PORT']} "
+        f"user={cfg['POSTGRES_USER']} dbname={cfg['POSTGRES_DBNAME']} connect_timeout=3"
+    )
+    if cfg["POSTGRES_PASSWORD"]:
+        info += f" password={cfg['POSTGRES_PASSWORD']}"
+    return info
+
+
+def _pg_url(dbname: str) -> str:
+    base = DatabaseConfig(PG_ADMIN_URL)._parsed
+    return base.set(database=dbname).render_as_string(hide_password=False)
+
+
+def _pg_admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    try:
+        conn = _pg_admin()
+    except psycopg.OperationalError as error:
+        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {error}".strip()
+        if IN_CI:
+            pytest.fail(f"{message} (required when CI=true)", pytrace=False)
+        pytest.skip(f"{message}; set PATRON_TEST_POSTGRES_URL or start PostgreSQL")
+    name = f"patron_tpl_{RUN_ID}"
+    with conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    os.environ.setdefault("PATRON_SECRET_KEY", TEST_SECRET)
+    migrate(DatabaseConfig(_pg_url(name)))
+    yield name
+    with _pg_admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "patron.db"
+    migrate(DatabaseConfig(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "patron.db"
+        shutil.copyfile(template, target)
+        yield f"sqlite:///{target}"
+        return
+    template_name: str = request.getfixturevalue("postgres_template")
+    name = f"patron_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    with _pg_admin() as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_name)
+            )
+        )
+    yield _pg_url(name)
+    with _pg_admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(autouse=True)
+def _secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATRON_SECRET_KEY", TEST_SECRET)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings.from_env(
+        database_url,
+        read_your_writes_timeout=5.0,
+        projection_poll_interval=0.05,
+        data_key_cache_seconds=0.0,
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+async def live_runtime(runtime: Runtime) -> AsyncIterator[Runtime]:
+    """A runtime whose projection runner is running, as in the server."""
+    runtime.start_projections()
+    yield runtime
+    runtime.runner.stop()
+    if runtime._async_engine is not None:
+        await runtime._async_engine.dispose()
+
+
+@pytest.fixture
+async def client(live_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime=live_runtime, migrate_on_start=False, run_projections=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://patron.test") as http:
+        yield http

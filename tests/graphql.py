@@ -1,0 +1,61 @@
+"""Helpers for driving the API over HTTP the way a frontend would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from api.auth import mint_token
+from domain.metadata import Role
+from tests.conftest import TEST_SECRET
+
+
+def token_for(role: Role, subject: str | None = None, scopes: tuple[str, ...] = ()) -> str:
+    return mint_token(TEST_SECRET, role, subject, scopes=scopes)
+
+
+async def gql(
+    client: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    expect_status: int = 200,
+) -> dict[str, Any]:
+    all_headers = dict(headers or {})
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=all_headers
+    )
+    assert response.status_code == expect_status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def data(body: dict[str, Any]) -> dict[str, Any]:
+    assert not body.get("errors"), body.get("errors")
+    result: dict[str, Any] = body["data"]
+    return result
+
+
+REGISTER = """
+mutation Register($input: RegisterMemberInput!) {
+  registerMember(input: $input) {
+    token position
+    member { id memberId name email city status tier erased version }
+    userErrors { field message code }
+  }
+}
+"""
+
+
+async def register(
+    client: httpx.AsyncClient, name: str = "Ann Lee", email: str = "ann@example.com", **fields: Any
+) -> dict[str, Any]:
+    body = await gql(client, REGISTER, {"input": {"name": name, "email": email, **fields}})
+    payload: dict[str, Any] = data(body)["registerMember"]
+    assert payload["userErrors"] == [], payload["userErrors"]
+    return payload
