@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 
 from api.readmodels import decode_cursor, encode_cursor
-from api.schema.common import ApiError, Connection, context, decode_id, make_connection, page_size
-from api.schema.members import MemberNode
+from api.schema.common import ApiError, Connection, context, make_connection, page_size
+from api.schema.members import MemberNode, decode_member_id
 from domain.errors import DomainError, ErrorCode, NotFoundError, ValidationError
 from domain.member import COMPLETION_FIELDS, Member
 from domain.metadata import Role
@@ -131,10 +131,9 @@ def _require_auditor(info: strawberry.Info) -> None:
 
 def _member_uuid(id: strawberry.ID) -> uuid.UUID:
     try:
-        return uuid.UUID(decode_id(id, "Member"))
-    except (DomainError, ValueError) as error:
-        message = error.message if isinstance(error, DomainError) else "malformed id"
-        raise ApiError(message, ErrorCode.VALIDATION.value, field="id") from None
+        return uuid.UUID(decode_member_id(id))
+    except DomainError as error:
+        raise ApiError.from_domain(error) from None
 
 
 @strawberry.type

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -35,7 +36,13 @@ from api.schema.common import (
 )
 from api.service import CommandResult
 from domain import member as model
-from domain.errors import DomainError, ErrorCode, ForbiddenError, NotFoundError
+from domain.errors import (
+    DomainError,
+    ErrorCode,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
 from domain.metadata import Channel, Role
 
 Gender = strawberry.enum(model.Gender)
@@ -507,11 +514,19 @@ def _set_fields(obj: Any, names: Iterable[str]) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if hasattr(value, "value") and not isinstance(value, str | int | float | bool):
+    if isinstance(value, Enum):
         return value.value
     if hasattr(value, "__strawberry_definition__"):
         return {k: _plain(v) for k, v in vars(value).items() if v is not strawberry.UNSET}
     return value
+
+
+def decode_member_id(global_id: strawberry.ID | str, field: str = "id") -> str:
+    raw = decode_id(global_id, "Member", field)
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise ValidationError(f"malformed member id {global_id!r}", field) from None
 
 
 def target_member(ctx: RequestContext, member_id: strawberry.ID | None) -> uuid.UUID:
@@ -522,12 +537,9 @@ def target_member(ctx: RequestContext, member_id: strawberry.ID | None) -> uuid.
             raise NotFoundError("memberId is required", "member_id")
         raw = ctx.principal.member_id
     else:
-        raw = decode_id(member_id, "Member", "member_id")
+        raw = decode_member_id(member_id, "member_id")
     ctx.principal.require_member_access(raw)
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise NotFoundError(f"member {raw} not found", "member_id") from None
+    return uuid.UUID(raw)
 
 
 async def load_member(ctx: RequestContext, position: int | None, member_id: str) -> MemberNode | None:
@@ -587,7 +599,7 @@ class MemberQueries:
     async def member(self, info: strawberry.Info, id: strawberry.ID) -> MemberNode | None:
         ctx = context(info)
         try:
-            member_id = decode_id(id, "Member")
+            member_id = decode_member_id(id)
             if ctx.principal.role is Role.ANONYMOUS:
                 ctx.principal.require_role(Role.MEMBER)
             if not ctx.principal.can_read_member(member_id):
