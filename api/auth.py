@@ -71,11 +71,21 @@ _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+MAX_TOKEN_LIFETIME = timedelta(days=366)
+
+
 def parse_duration(text: str) -> timedelta:
+    """A token lifetime such as 30m, 12h or 7d: positive and at most a year."""
     match = _DURATION.match(text.strip())
     if not match:
         raise ValueError(f"invalid duration {text!r}: use e.g. 30m, 1h, 7d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = MAX_TOKEN_LIFETIME * 2
+    if duration <= timedelta(0) or duration > MAX_TOKEN_LIFETIME:
+        raise ValueError(f"duration {text!r} must be positive and at most 366d")
+    return duration
 
 
 def mint_token(
@@ -90,7 +100,12 @@ def mint_token(
     if role is Role.MEMBER:
         if not subject:
             raise ValueError("a member token needs the member id")
-        uuid.UUID(subject)
+        try:
+            uuid.UUID(subject)
+        except ValueError:
+            raise ValueError(f"member id {subject!r} is not a UUID") from None
+    if expires_in > MAX_TOKEN_LIFETIME:
+        raise ValueError("tokens live at most 366 days")
     now = datetime.now(UTC)
     claims = {
         "iss": ISSUER,

@@ -150,7 +150,8 @@ def projections_run(database_url: str | None) -> None:
     runtime = _runtime(_settings(database_url))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    click.echo(f"projection runner {runtime.runner.owner} following {runtime.settings.database.safe_url}")
+    where = runtime.settings.database.safe_url
+    click.echo(f"projection runner {runtime.runner.owner} following {where}")
     runtime.start_projections()
     try:
         while not stop.wait(1.0):

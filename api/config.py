@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -22,20 +23,36 @@ def _float(name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
 def _int(name: str, default: int) -> int:
-    return int(_float(name, default))
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+_TRUE = ("1", "true", "yes", "on", "y")
+_FALSE = ("0", "false", "no", "off", "n")
 
 
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    return raw.strip().lower() in ("1", "true", "yes", "on", "y")
+    value = raw.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+    return value in _TRUE
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,9 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+MIN_SECRET_LENGTH = 32
+
+
 def resolve_secret_key(database: DatabaseConfig) -> tuple[str, str]:
     """PATRON_SECRET_KEY, or a key generated once and kept (0600) beside the SQLite file.
 
@@ -84,8 +104,10 @@ def resolve_secret_key(database: DatabaseConfig) -> tuple[str, str]:
     """
     configured = os.environ.get("PATRON_SECRET_KEY")
     if configured:
-        if len(configured) < 32:
-            raise ConfigurationError("PATRON_SECRET_KEY must be at least 32 characters")
+        if len(configured) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"PATRON_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters"
+            )
         return configured, "PATRON_SECRET_KEY"
     if not database.is_sqlite:
         raise ConfigurationError(
@@ -93,15 +115,30 @@ def resolve_secret_key(database: DatabaseConfig) -> tuple[str, str]:
             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
         )
     path = secret_key_path(database)
-    if path.exists():
-        return path.read_text().strip(), str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    log.warning("PATRON_SECRET_KEY is not set: generated a signing key in %s", path)
-    return key, f"{path} (generated)"
+    source = str(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written to a private temporary file and linked into place, so a concurrent
+        # starter never reads a half-written key: it either wins or reads ours.
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(temporary, path)
+            source = f"{path} (generated)"
+            log.warning("PATRON_SECRET_KEY is not set: generated a signing key in %s", path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    key = path.read_text().strip()
+    if len(key) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"the signing key in {path} is shorter than {MIN_SECRET_LENGTH} characters; "
+            "delete the file to generate a new one (existing tokens stop working)"
+        )
+    return key, source
 
 
 def secret_key_path(database: DatabaseConfig) -> Path:

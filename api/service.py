@@ -30,7 +30,7 @@ log = logging.getLogger("patron.service")
 
 A = TypeVar("A", bound=Aggregate)
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 12
 
 
 class PatronApplication(Application[UUID]):
@@ -94,7 +94,8 @@ class UnitOfWork:
                 return self.save(aggregate)
             except IntegrityError:
                 log.info("version clash on %s (attempt %d); retrying", aggregate_id, attempt)
-                time.sleep(random.uniform(0, 0.005 * attempt))
+                # Exponential backoff with full jitter spreads out a crowd of writers.
+                time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
         raise ConcurrencyConflictError(
             f"{aggregate_type.__name__} {aggregate_id} is being changed concurrently; try again"
         )

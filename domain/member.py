@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date
-from enum import Enum
+from datetime import date, datetime
+from enum import Enum, StrEnum
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -30,14 +30,14 @@ from domain.errors import (
 from domain.metadata import EventMetadata
 
 
-class Gender(str, Enum):
+class Gender(StrEnum):
     FEMALE = "female"
     MALE = "male"
     NON_BINARY = "non_binary"
     UNDISCLOSED = "undisclosed"
 
 
-class Education(str, Enum):
+class Education(StrEnum):
     PRIMARY = "primary"
     SECONDARY = "secondary"
     VOCATIONAL = "vocational"
@@ -47,7 +47,7 @@ class Education(str, Enum):
     OTHER = "other"
 
 
-class IncomeBand(str, Enum):
+class IncomeBand(StrEnum):
     LOW = "low"
     LOWER_MIDDLE = "lower_middle"
     MIDDLE = "middle"
@@ -55,40 +55,40 @@ class IncomeBand(str, Enum):
     HIGH = "high"
 
 
-class ShoppingChannel(str, Enum):
+class ShoppingChannel(StrEnum):
     WEB = "web"
     APP = "app"
     MINI_PROGRAM = "mini_program"
     STORE = "store"
 
 
-class PriceSensitivity(str, Enum):
+class PriceSensitivity(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
 
 
-class LayoutDensity(str, Enum):
+class LayoutDensity(StrEnum):
     COMPACT = "compact"
     COMFORTABLE = "comfortable"
     SPACIOUS = "spacious"
 
 
-class Theme(str, Enum):
+class Theme(StrEnum):
     LIGHT = "light"
     DARK = "dark"
     SYSTEM = "system"
     HIGH_CONTRAST = "high_contrast"
 
 
-class FontSize(str, Enum):
+class FontSize(StrEnum):
     SMALL = "small"
     MEDIUM = "medium"
     LARGE = "large"
     EXTRA_LARGE = "extra_large"
 
 
-class DeliveryTimeWindow(str, Enum):
+class DeliveryTimeWindow(StrEnum):
     ANY = "any"
     MORNING = "morning"
     AFTERNOON = "afternoon"
@@ -96,20 +96,20 @@ class DeliveryTimeWindow(str, Enum):
     WEEKEND = "weekend"
 
 
-class Packaging(str, Enum):
+class Packaging(StrEnum):
     STANDARD = "standard"
     ECO = "eco"
     GIFT_WRAP = "gift_wrap"
     MINIMAL = "minimal"
 
 
-class ConsentPurpose(str, Enum):
+class ConsentPurpose(StrEnum):
     MARKETING = "marketing"
     PERSONALISATION = "personalisation"
     DATA_SHARING = "data_sharing"
 
 
-class ConsentChannel(str, Enum):
+class ConsentChannel(StrEnum):
     SMS = "sms"
     EMAIL = "email"
     APP_PUSH = "app_push"
@@ -119,7 +119,7 @@ class ConsentChannel(str, Enum):
 MARKETING_CHANNELS = (ConsentChannel.SMS, ConsentChannel.EMAIL, ConsentChannel.APP_PUSH)
 
 
-class MemberStatus(str, Enum):
+class MemberStatus(StrEnum):
     ACTIVE = "active"
     BLOCKED = "blocked"
     CLOSED = "closed"
@@ -163,7 +163,9 @@ def _enum_value(enum: type[Enum], value: Any, field: str) -> str:
         return str(enum(value).value)
     except ValueError:
         allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
-        raise ValidationError(f"unknown {field} {value!r}; expected one of: {allowed}", field)
+        raise ValidationError(
+            f"unknown {field} {value!r}; expected one of: {allowed}", field
+        ) from None
 
 
 def _text(value: Any, field: str, *, max_length: int = _MAX_TEXT) -> str:
@@ -185,17 +187,22 @@ def _email(value: Any) -> str:
 
 
 def _phone(value: Any) -> str:
-    if not isinstance(value, str) or not _PHONE.match(value.strip()):
+    digits = sum(ch.isdigit() for ch in value) if isinstance(value, str) else 0
+    if not isinstance(value, str) or not _PHONE.match(value.strip()) or not 6 <= digits <= 20:
         raise ValidationError("phone must be 6-20 digits, optionally with a leading +", "phone")
     return value.strip()
 
 
 def _birthday(value: Any, today: date) -> str:
+    if isinstance(value, datetime):
+        value = value.date()
     if isinstance(value, str):
         try:
             value = date.fromisoformat(value)
         except ValueError:
-            raise ValidationError("birthday must be an ISO date (YYYY-MM-DD)", "birthday")
+            raise ValidationError(
+                "birthday must be an ISO date (YYYY-MM-DD)", "birthday"
+            ) from None
     if not isinstance(value, date):
         raise ValidationError("birthday must be a date", "birthday")
     if value > today:
@@ -253,6 +260,8 @@ def validate_profile_fields(
 
 
 def _interests(values: Iterable[Any], field: str) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValidationError(f"{field} must be a list of names", field)
     cleaned: list[str] = []
     for value in values:
         item = _text(value, field, max_length=64).lower()

@@ -8,13 +8,13 @@ checks it (for example that staff gave a reason) and never invents it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from domain.errors import ReasonRequiredError, ValidationError
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     MEMBER = "member"
     AGENT = "agent"
     ADMIN = "admin"
@@ -27,7 +27,7 @@ class Role(str, Enum):
         return self in (Role.AGENT, Role.ADMIN)
 
 
-class Channel(str, Enum):
+class Channel(StrEnum):
     WEB = "web"
     APP = "app"
     MINI_PROGRAM = "mini_program"

@@ -66,7 +66,7 @@ class ProjectionStatus:
     lease_expires_at: datetime | None
 
 
-class LostRace(Exception):
+class LostRaceError(Exception):
     """Another runner moved the position first; this batch is rolled back untouched."""
 
 
@@ -197,7 +197,7 @@ class ProjectionRunner:
             return 0
         try:
             self._apply_batch(projection, start, notifications)
-        except LostRace:
+        except LostRaceError:
             log.info("projection %s: another runner applied position %s first", name, start)
             return 0
         return len(notifications)
@@ -224,7 +224,7 @@ class ProjectionRunner:
                 )
             )
             if moved.rowcount != 1:
-                raise LostRace()
+                raise LostRaceError()
             for notification in notifications:
                 if projection.handles(notification.topic):
                     event = self.mapper.to_domain_event(notification)

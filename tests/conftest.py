@@ -53,6 +53,10 @@ def _pg_admin() -> psycopg.Connection[Any]:
     return psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True)
 
 
+def _drop_database(conn: psycopg.Connection[Any], name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     try:
@@ -69,7 +73,7 @@ def postgres_template() -> Iterator[str]:
     migrate(DatabaseConfig(_pg_url(name)))
     yield name
     with _pg_admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop_database(conn, name)
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +108,7 @@ def database_url(
         )
     yield _pg_url(name)
     with _pg_admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop_database(conn, name)
 
 
 @pytest.fixture(autouse=True)

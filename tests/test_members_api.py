@@ -150,7 +150,8 @@ async def test_an_unknown_channel_header_is_a_typed_error(client: httpx.AsyncCli
         "{ member { id } userErrors { field code } } }",
         headers={"X-Patron-Channel": "carrier-pigeon"},
     )
-    assert data(body)["registerMember"]["userErrors"] == [{"field": "channel", "code": "VALIDATION"}]
+    errors = data(body)["registerMember"]["userErrors"]
+    assert errors == [{"field": "channel", "code": "VALIDATION"}]
 
 
 @pytest.mark.parametrize(
@@ -224,7 +225,9 @@ async def test_required_fields_cannot_be_cleared(
     head = runtime.runner.head()
     body = await gql(client, UPDATE_PROFILE, {"input": {"email": None}}, token=payload["token"])
     errors = payload_of(body, "updateMemberProfile")["userErrors"]
-    assert errors == [{"field": "email", "message": "email cannot be removed", "code": "VALIDATION"}]
+    assert errors == [
+        {"field": "email", "message": "email cannot be removed", "code": "VALIDATION"}
+    ]
     assert runtime.runner.head() == head
 
 
@@ -292,7 +295,9 @@ async def test_consent_is_given_per_purpose_and_channel_with_its_source(
     assert runtime.runner.head() == head
 
 
-async def test_staff_tag_and_untag_with_a_reason(client: httpx.AsyncClient, runtime: Runtime) -> None:
+async def test_staff_tag_and_untag_with_a_reason(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
     member_id = (await register(client))["member"]["id"]
     body = await gql(
         client, TAG, {"input": {"memberId": member_id, "tag": "VIP", "reason": "top spender"}},

@@ -156,7 +156,9 @@ class AuditQueries:
                 (after_version,) = decode_cursor(after, 1)
                 after_version = int(after_version)
             except (ValueError, TypeError):
-                raise ApiError("malformed cursor", ErrorCode.VALIDATION.value, field="after")
+                raise ApiError(
+                    "malformed cursor", ErrorCode.VALIDATION.value, field="after"
+                ) from None
 
         def read() -> tuple[list[Any], bool]:
             events = list(

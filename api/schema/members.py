@@ -542,7 +542,9 @@ def target_member(ctx: RequestContext, member_id: strawberry.ID | None) -> uuid.
     return uuid.UUID(raw)
 
 
-async def load_member(ctx: RequestContext, position: int | None, member_id: str) -> MemberNode | None:
+async def load_member(
+    ctx: RequestContext, position: int | None, member_id: str
+) -> MemberNode | None:
     """The member as the read model shows it once it includes this write."""
     try:
         await wait_for_position(

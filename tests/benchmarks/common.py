@@ -295,7 +295,9 @@ def fresh_database(args: argparse.Namespace) -> Iterator[str]:
 # -- the application ------------------------------------------------------------------------
 
 
-def metadata_for(member_id: str, role: Role = Role.MEMBER, reason: str | None = None) -> EventMetadata:
+def metadata_for(
+    member_id: str, role: Role = Role.MEMBER, reason: str | None = None
+) -> EventMetadata:
     """What the API would record for a member acting on themself through the web channel
     (or for staff, through the admin channel, with a reason)."""
     request_id = uuid.uuid4().hex
