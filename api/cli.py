@@ -30,16 +30,36 @@ def _settings(database_url: str | None, **overrides: Any) -> Settings:
         raise click.ClickException(str(error)) from None
 
 
-def _runtime(settings: Settings) -> Any:
+def _runtime(settings: Settings, *, migrate_first: bool = False) -> Any:
+    """A runtime on a migrated database; only commands that write data migrate first."""
     from api.runtime import Runtime, migrate
 
     try:
-        migrate(settings.database)
+        if migrate_first:
+            migrate(settings.database)
+        else:
+            _require_migrated(settings.database)
         return Runtime(settings)
+    except click.ClickException:
+        raise
     except Exception as error:
         raise click.ClickException(
             f"cannot open {settings.database.safe_url}: {type(error).__name__}: {error}"
         ) from None
+
+
+def _require_migrated(database: DatabaseConfig) -> None:
+    from api.runtime import migrations_current
+
+    engine = database.create_sync_engine()
+    try:
+        current = migrations_current(engine, database)
+    finally:
+        engine.dispose()
+    if not current:
+        raise click.ClickException(
+            f"{database.safe_url} is not migrated to the current schema: run `patron migrate`"
+        )
 
 
 @click.group()
@@ -75,6 +95,8 @@ def serve(host: str, port: int, database_url: str | None, demo: bool, projection
     click.echo(f"signing key: {settings.secret_key_source}")
     if settings.database.is_sqlite or demo:
         migrate(settings.database)
+    else:
+        _require_migrated(settings.database)
     if demo:
         _seed_if_empty(settings)
     app = create_app(settings, migrate_on_start=False)
@@ -88,7 +110,7 @@ def _seed_if_empty(settings: Settings, members: int = 50, seed: int = 7) -> None
     from api.demo import seed_demo
     from projections.tables import member_profiles
 
-    runtime = _runtime(settings)
+    runtime = _runtime(settings, migrate_first=True)
     try:
         head = runtime.runner.head()
         with runtime.sync_engine.connect() as conn:
@@ -229,7 +251,7 @@ def seed_demo_command(members: int, seed_value: int, database_url: str | None) -
     """Write a deterministic demo population through the real command path."""
     from api.demo import seed_demo
 
-    runtime = _runtime(_settings(database_url))
+    runtime = _runtime(_settings(database_url), migrate_first=True)
     try:
         with click.progressbar(length=members, label="seeding demo members") as bar:
             seed_demo(runtime, members=members, seed=seed_value, progress=bar.update)

@@ -367,3 +367,11 @@ def test_export_schema_writes_to_a_file_when_asked(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert str(target) in result.output
     assert target.read_text() == SCHEMA_FILE.read_text()
+
+
+def test_reading_commands_do_not_migrate_and_say_how_to(sqlite_url: str) -> None:
+    result = run_catching(sqlite_url, "projections", "status")
+    assert failed_cleanly(result)
+    assert "patron migrate" in result.output
+    assert run(sqlite_url, "migrate").exit_code == 0
+    assert run(sqlite_url, "projections", "status").exit_code == 0
