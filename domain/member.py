@@ -349,6 +349,10 @@ def validate_preferences(
     return public, personal
 
 
+def is_profile_complete(values: Mapping[str, Any]) -> bool:
+    return all(values.get(field) not in (None, "") for field in COMPLETION_FIELDS)
+
+
 def normalise_tag(tag: Any) -> str:
     if not isinstance(tag, str) or not _TAG.match(tag.strip().lower()):
         raise ValidationError(
@@ -470,8 +474,7 @@ class Member(Aggregate):
 
     @property
     def is_profile_complete(self) -> bool:
-        values = {**(self.personal or {}), **self.profile}
-        return all(values.get(field) not in (None, "") for field in COMPLETION_FIELDS)
+        return is_profile_complete({**(self.personal or {}), **self.profile})
 
     def consent_granted(self, purpose: ConsentPurpose, channel: ConsentChannel) -> bool:
         entry = self.consents.get(f"{purpose.value}:{channel.value}")
@@ -521,9 +524,13 @@ class Member(Aggregate):
         granted: bool
         meta: dict[str, Any]
 
-        def apply(self, aggregate: Aggregate) -> None:
-            assert isinstance(aggregate, Member)
-            aggregate.consents[f"{self.purpose}:{self.channel}"] = {
+        @property
+        def key(self) -> str:
+            return f"{self.purpose}:{self.channel}"
+
+        def record(self) -> dict[str, Any]:
+            """The consent as members and auditors see it: what, how, by whom and when."""
+            return {
                 "purpose": self.purpose,
                 "channel": self.channel,
                 "granted": self.granted,
@@ -531,6 +538,10 @@ class Member(Aggregate):
                 "actor_id": self.meta["actor_id"],
                 "at": self.timestamp.isoformat(),
             }
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Member)
+            aggregate.consents[self.key] = self.record()
 
     class Tagged(Aggregate.Event):
         tag: str

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from domain.member import COMPLETION_FIELDS, Member
+from domain.member import Member, is_profile_complete
 from projections.engine import Handler, Projection
 from projections.tables import member_profiles, member_tags
 
@@ -64,9 +64,7 @@ class MemberProfilesProjection(Projection):
         row = self._load(conn, member_id)
         changes = {**self._touch(row, event, position), **values}
         merged = {**row, **changes}
-        changes["profile_complete"] = all(
-            merged.get(field) not in (None, "") for field in COMPLETION_FIELDS
-        )
+        changes["profile_complete"] = is_profile_complete(merged)
         conn.execute(
             update(member_profiles)
             .where(member_profiles.c.member_id == member_id)
@@ -118,9 +116,7 @@ class MemberProfilesProjection(Projection):
             "updated_at": event.timestamp,
             "position": position,
         }
-        values["profile_complete"] = all(
-            values.get(field) not in (None, "") for field in COMPLETION_FIELDS
-        )
+        values["profile_complete"] = is_profile_complete(values)
         conn.execute(insert(member_profiles).values(**values))
 
     def on_profile_updated(self, conn: Connection, event: Any, position: int) -> None:
@@ -136,15 +132,7 @@ class MemberProfilesProjection(Projection):
 
     def on_consent_changed(self, conn: Connection, event: Any, position: int) -> None:
         row = self._load(conn, str(event.originator_id))
-        consents = dict(row["consents"])
-        consents[f"{event.purpose}:{event.channel}"] = {
-            "purpose": event.purpose,
-            "channel": event.channel,
-            "granted": event.granted,
-            "source": event.meta["channel"],
-            "actor_id": event.meta["actor_id"],
-            "at": event.timestamp.isoformat(),
-        }
+        consents = {**row["consents"], event.key: event.record()}
         self._save(conn, event, position, consents=consents)
 
     def on_tagged(self, conn: Connection, event: Any, position: int) -> None:

@@ -18,7 +18,7 @@ from api.readmodels import decode_cursor, encode_cursor
 from api.schema.common import ApiError, Connection, context, make_connection, page_size
 from api.schema.members import MemberNode, decode_member_id
 from domain.errors import DomainError, ErrorCode, NotFoundError, ValidationError
-from domain.member import COMPLETION_FIELDS, Member
+from domain.member import Member, is_profile_complete
 from domain.metadata import Role
 
 AUDIT_ROLES = (Role.AUDITOR, Role.ADMIN)
@@ -118,7 +118,7 @@ def profile_row_from_member(member: Member) -> dict[str, Any]:
         "registered_at": member.created_on,
         "updated_at": member.modified_on,
     }
-    row["profile_complete"] = all(row.get(f) not in (None, "") for f in COMPLETION_FIELDS)
+    row["profile_complete"] = is_profile_complete(row)
     return row
 
 
