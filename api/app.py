@@ -115,7 +115,7 @@ async def healthz(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.app.state.holder.runtime
     checks: dict[str, Any] = {}
     try:
         async with runtime.async_engine.connect() as conn:
@@ -167,7 +167,6 @@ def create_app(
             await run_in_threadpool(migrate, settings.database)
         active = runtime or await run_in_threadpool(Runtime, settings)
         holder.runtime = active
-        app.state.runtime = active
         if run_projections:
             active.start_projections()
         log.info("Patron ready on %s", settings.database.safe_url)
@@ -181,7 +180,7 @@ def create_app(
                 active.runner.stop()
 
     gate = RequestGate(PatronGraphQL(settings, holder), holder)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/graphql", gate, methods=["GET", "POST"]),
             Route("/healthz", healthz),
@@ -189,3 +188,5 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.state.holder = holder
+    return app

@@ -93,7 +93,7 @@ def parse_min_position(request: Request) -> int:
     raw = request.headers.get("x-patron-min-position")
     if raw is None:
         return 0
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValidationError("X-Patron-Min-Position must be a non-negative integer")
     return int(raw)
 
