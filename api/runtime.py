@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -79,7 +80,7 @@ def postgres_conninfo(database: DatabaseConfig) -> str:
     }
     if env["POSTGRES_PASSWORD"]:
         parts["password"] = env["POSTGRES_PASSWORD"]
-    return " ".join(f"{k}={v}" for k, v in parts.items())
+    return make_conninfo(**parts)
 
 
 class Runtime:

@@ -120,7 +120,9 @@ class DatabaseConfig:
             )
             _configure_sqlite(engine.sync_engine)
             return engine
-        return create_async_engine(self.async_url(), pool_pre_ping=True, **kwargs)
+        # No pre-ping on the request path: it costs a round trip per checkout, and a
+        # connection broken by a database restart is discarded on its first error anyway.
+        return create_async_engine(self.async_url(), pool_recycle=1800, **kwargs)
 
 
 def _configure_sqlite(engine: Engine) -> None:

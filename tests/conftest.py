@@ -19,10 +19,11 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from api.app import create_app
 from api.config import Settings
-from api.runtime import Runtime, migrate
+from api.runtime import Runtime, migrate, postgres_conninfo
 from projections.database import DatabaseConfig
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
@@ -34,14 +35,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _pg_conninfo(url: str) -> str:
-    cfg = DatabaseConfig(url).eventsourcing_env()
-    info = (
-        f"host={cfg['POSTGRES_HOST']} port={cfg['POSTGRES_PORT']} "
-        f"user={cfg['POSTGRES_USER']} dbname={cfg['POSTGRES_DBNAME']} connect_timeout=3"
-    )
-    if cfg["POSTGRES_PASSWORD"]:
-        info += f" password={cfg['POSTGRES_PASSWORD']}"
-    return info
+    return make_conninfo(postgres_conninfo(DatabaseConfig(url)), connect_timeout=3)
 
 
 def _pg_url(dbname: str) -> str:

@@ -10,11 +10,14 @@ import strawberry
 from graphql import GraphQLError
 from strawberry import relay
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
@@ -108,13 +111,21 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
 
 @functools.cache
 def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
+    # The limit rules are built once, so the validation cache (keyed by the rules) hits.
+    limits = [
+        *QueryDepthLimiter(max_depth=depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=aliases).validation_rules,
+    ]
     return strawberry.Schema(
         query=_query_type(),
         mutation=Mutation,
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=depth),
-            lambda: MaxAliasesLimiter(max_alias_count=aliases),
+            # Parsing and validating a document costs more than executing it; frontends send
+            # the same few documents over and over, so both are cached.
+            lambda: ParserCache(maxsize=512),
+            lambda: ValidationCache(maxsize=512),
             lambda: MaxTokensLimiter(max_token_count=tokens),
+            lambda: AddValidationRules(limits),
             ReadYourWrites,
             MaskUnexpectedErrors,
         ],

@@ -101,16 +101,22 @@ class LoadResult:
     def per_second(self) -> float:
         return self.operations / self.elapsed_s if self.elapsed_s else 0.0
 
-    def figures(self, prefix: str) -> dict[str, Any]:
-        """Flat keys (`<prefix>_per_s`, `<prefix>_p50_ms`, …) so results diff line by line."""
+    def figures(self, prefix: str, unit: str) -> dict[str, Any]:
+        """Flat keys (`<prefix>_<unit>_per_s`, `<prefix>_p50_ms`, …) that diff line by line."""
         return {
-            f"{prefix}_operations": self.operations,
+            f"{prefix}_{unit}": self.operations,
             f"{prefix}_failures": self.failures,
             f"{prefix}_elapsed_s": round(self.elapsed_s, 3),
-            f"{prefix}_per_s": round(self.per_second, 1),
-            f"{prefix}_p50_ms": round(percentile(self.latencies_s, 50) * 1000, 3),
-            f"{prefix}_p99_ms": round(percentile(self.latencies_s, 99) * 1000, 3),
+            f"{prefix}_{unit}_per_s": round(self.per_second, 1),
+            f"{prefix}_p50_ms": self.percentile_ms(50),
+            f"{prefix}_p99_ms": self.percentile_ms(99),
         }
+
+    def percentile_ms(self, q: float) -> float | None:
+        """None rather than NaN when nothing ran: NaN is not valid JSON."""
+        if not self.latencies_s:
+            return None
+        return round(percentile(self.latencies_s, q) * 1000, 3)
 
     def describe(self, label: str) -> str:
         return (

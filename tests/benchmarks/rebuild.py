@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=("batched", "commands"),
         default="batched",
         help="batched: one unit of work per member history (fast); commands: one "
-        "MemberService call per event (about 3x slower setup on PostgreSQL)",
+        "MemberService call per event (a several times slower setup)",
     )
     parser.add_argument("--setup-threads", type=int, default=1,
                         help="threads writing member histories during setup (default 1: more "
