@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from projections.database import DatabaseConfig
@@ -71,7 +71,6 @@ class Settings:
     run_projections: bool = True
     snapshot_interval: int = 50
     data_key_cache_seconds: float = 5.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, database_url: str | None = None, **overrides: object) -> Settings:

@@ -6,7 +6,6 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from api.auth import Principal
 from api.runtime import Runtime
 from api.service import CommandResult
-from domain.errors import DomainError, ValidationError
+from domain.errors import ValidationError
 from domain.metadata import Channel, EventMetadata, Role
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -96,7 +95,3 @@ def parse_min_position(request: Request) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValidationError("X-Patron-Min-Position must be a non-negative integer")
     return int(raw)
-
-
-def domain_error_extensions(error: DomainError) -> dict[str, Any]:
-    return {"code": error.code.value, "field": error.field}

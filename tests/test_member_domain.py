@@ -23,7 +23,7 @@ from domain.errors import (
     ReasonRequiredError,
     ValidationError,
 )
-from domain.member import Member, normalise_tag
+from domain.member import ConsentChannel, ConsentPurpose, Member, normalise_tag
 from domain.metadata import Channel, EventMetadata, Role
 
 TODAY = date(2024, 6, 15)
@@ -566,6 +566,17 @@ def test_withdrawing_consent_keeps_a_record_that_it_is_withdrawn() -> None:
     record = member.consents["personalisation:all"]
     assert record["granted"] is False
     assert record["source"] == "store"
+
+
+def test_consent_is_absent_until_given_and_follows_the_latest_decision() -> None:
+    member = registered()
+    sms = (ConsentPurpose.MARKETING, ConsentChannel.SMS)
+    assert member.consent_granted(*sms) is False
+    member.set_consent("marketing", "sms", True, meta())
+    assert member.consent_granted(*sms) is True
+    assert member.consent_granted(ConsentPurpose.MARKETING, ConsentChannel.EMAIL) is False
+    member.set_consent("marketing", "sms", False, meta())
+    assert member.consent_granted(*sms) is False
 
 
 # -- tags -----------------------------------------------------------------------------------
