@@ -1,0 +1,42 @@
+"""The benchmark scripts keep working: each runs at a tiny size and prints its figures.
+
+Nothing here looks at the figures' values: speed is reported by the scripts, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "commands": ["--members", "8", "--commands", "16", "--warmup", "2", "--concurrency", "2"],
+    "member_query": ["--members", "4", "--requests", "20", "--warmup", "2", "--concurrency", "2"],
+    "rebuild": ["--members", "20", "--no-warm"],
+}
+EXPECTED = {
+    "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
+    "member_query": ("graphql_requests_per_s", "bare_requests_per_s", "ratio_graphql_to_bare"),
+    "rebuild": ("rebuild_events_per_s", "read_decode_events_per_s",
+                "ratio_rebuild_to_read_decode"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_a_benchmark_prints_its_figures_beside_its_baseline(name: str, tmp_path: Path) -> None:
+    database = tmp_path / "bench.db"
+    result = subprocess.run(
+        [sys.executable, "-m", f"tests.benchmarks.{name}", "--database-url",
+         f"sqlite:///{database}", *TINY[name]],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == name
+    for key in EXPECTED[name]:
+        assert figures[key] > 0, (key, figures)
