@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.config import Settings
-from api.consistency import WriteTracker
+from api.consistency import WriteTracker, wait_for_position
 from api.personal_data import DataKeyStore
 from api.service import MemberService, PatronApplication, UnitOfWork
 from domain.clock import Clock, SystemClock
@@ -117,6 +117,16 @@ class Runtime:
     @property
     def projection_names(self) -> list[str]:
         return list(self.runner.projections)
+
+    async def wait_for_read_models(self, position: int | None) -> None:
+        """Read-your-writes: wait (bounded) until every projection includes `position`."""
+        await wait_for_position(
+            self.async_engine,
+            self.projection_names,
+            position or 0,
+            self.settings.read_your_writes_timeout,
+            local=self.runner.applied_everywhere,
+        )
 
     def start_projections(self) -> None:
         self.runner.start()

@@ -93,6 +93,8 @@ class ProjectionRunner:
         self.lease = timedelta(seconds=lease_seconds)
         self.listen_conninfo = listen_conninfo
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Positions this runner has committed: lets waiters in this process skip the database.
+        self.applied: dict[str, int] = {}
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -200,6 +202,7 @@ class ProjectionRunner:
         except LostRaceError:
             log.info("projection %s: another runner applied position %s first", name, start)
             return 0
+        self.applied[name] = notifications[-1].id
         return len(notifications)
 
     def _apply_batch(
@@ -257,6 +260,7 @@ class ProjectionRunner:
                 .where(projection_tracking.c.name == name)
                 .values(position=0, events_applied=0, last_error=None, last_error_at=None)
             )
+        self.applied[name] = 0
         try:
             return self.catch_up(name, progress)
         finally:
@@ -305,6 +309,12 @@ class ProjectionRunner:
             self.release_leases()
         except Exception:  # the database may already be gone at shutdown
             log.warning("could not release projection leases", exc_info=True)
+
+    def applied_everywhere(self) -> int | None:
+        """The position every projection has reached by this runner's own hand, if known."""
+        if not self.running or set(self.applied) != set(self.projections):
+            return None
+        return min(self.applied.values())
 
     @property
     def running(self) -> bool:

@@ -24,7 +24,7 @@ from strawberry.tools import merge_types
 from strawberry.types.graphql import OperationType
 
 from api.config import Settings
-from api.consistency import ProjectionLagError, wait_for_position
+from api.consistency import ProjectionLagError
 from api.schema.audit import AuditQueries
 from api.schema.common import EVENT_POSITION_SCALAR, ApiError, EventPosition
 from api.schema.members import MemberMutations, MemberQueries
@@ -54,14 +54,8 @@ class ReadYourWrites(SchemaExtension):
             ctx = execution.context["patron"]
             wanted = ctx.required_position()
             if wanted:
-                runtime = ctx.runtime
                 try:
-                    await wait_for_position(
-                        runtime.async_engine,
-                        runtime.projection_names,
-                        wanted,
-                        runtime.settings.read_your_writes_timeout,
-                    )
+                    await ctx.runtime.wait_for_read_models(wanted)
                 except ProjectionLagError as error:
                     raise ApiError(
                         str(error), "PROJECTION_LAG", wanted=error.wanted, reached=error.reached

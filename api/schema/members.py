@@ -12,7 +12,7 @@ import strawberry
 from strawberry import relay
 
 from api.auth import Principal, mint_token
-from api.consistency import ProjectionLagError, wait_for_position
+from api.consistency import ProjectionLagError
 from api.context import RequestContext
 from api.readmodels import (
     InvalidCursorError,
@@ -547,12 +547,7 @@ async def load_member(
 ) -> MemberNode | None:
     """The member as the read model shows it once it includes this write."""
     try:
-        await wait_for_position(
-            ctx.runtime.async_engine,
-            ctx.runtime.projection_names,
-            position or 0,
-            ctx.runtime.settings.read_your_writes_timeout,
-        )
+        await ctx.runtime.wait_for_read_models(position)
     except ProjectionLagError:
         return None
     rows = await get_member_profiles(ctx.runtime.async_engine, [member_id])
