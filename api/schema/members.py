@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -43,7 +43,7 @@ from domain.errors import (
     NotFoundError,
     ValidationError,
 )
-from domain.metadata import Channel, Role
+from domain.metadata import Channel, EventMetadata, Role
 
 Gender = strawberry.enum(model.Gender)
 Education = strawberry.enum(model.Education)
@@ -554,14 +554,19 @@ async def load_member(
     return MemberNode.from_row(rows[member_id]) if member_id in rows else None
 
 
+MemberCommand = Callable[[RequestContext, uuid.UUID, EventMetadata], CommandResult]
+P = TypeVar("P", bound=MemberPayload)
+
+
 async def _member_mutation(
     info: strawberry.Info,
-    payload: type[MemberPayload],
+    payload: type[P],
     member_id: strawberry.ID | None,
     reason: str | None,
-    act: Any,
+    act: MemberCommand,
     *roles: Role,
-) -> Any:
+) -> P:
+    """The shape every member mutation shares: authorise, record, then read it back."""
     async def command(ctx: RequestContext) -> CommandResult:
         if roles:
             ctx.principal.require_role(*roles)
