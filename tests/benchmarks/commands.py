@@ -33,17 +33,16 @@ from domain.metadata import Role
 from tests.benchmarks.common import (
     LiveServer,
     LoadResult,
-    add_database_options,
+    benchmark_parser,
     drive_http,
     drive_threads,
-    emit,
     environment_figures,
-    fresh_database,
     http_clients,
     log,
     metadata_for,
     ratio,
     register_members,
+    run_benchmark,
 )
 
 PROJECTION = "member_profiles"
@@ -191,8 +190,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_database_options(parser)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--members", type=int, default=200,
                         help="members updated in each phase (default 200)")
     parser.add_argument("--commands", type=int, default=800,
@@ -201,10 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="HTTP clients and direct threads (default 8)")
     parser.add_argument("--warmup", type=int, default=40,
                         help="untimed commands before the timed ones, per side (default 40)")
-    args = parser.parse_args(argv)
-    with fresh_database(args) as url:
-        figures = run(args, url)
-    emit(figures)
+    run_benchmark(parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,25 @@ async def drive_http(
 # -- databases ------------------------------------------------------------------------------
 
 
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the database options every benchmark takes."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    add_database_options(parser)
+    return parser
+
+
+def run_benchmark(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace, str], dict[str, Any]],
+    argv: list[str] | None,
+) -> None:
+    """Parse, run on a throw-away database, print the figures as the last line."""
+    args = parser.parse_args(argv)
+    with fresh_database(args) as url:
+        figures = run(args, url)
+    emit(figures)
+
+
 def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--postgres",

@@ -34,15 +34,14 @@ from domain.metadata import Role
 from tests.benchmarks.common import (
     LiveServer,
     LoadResult,
-    add_database_options,
+    benchmark_parser,
     drive_http,
-    emit,
     environment_figures,
-    fresh_database,
     http_clients,
     log,
     ratio,
     register_members,
+    run_benchmark,
 )
 
 PROJECTION = "member_profiles"
@@ -197,8 +196,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_database_options(parser)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--members", type=int, default=200,
                         help="members registered and read in turn (default 200)")
     parser.add_argument("--requests", type=int, default=2000,
@@ -207,10 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="concurrent HTTP clients (default 8)")
     parser.add_argument("--warmup", type=int, default=100,
                         help="untimed requests per side before timing (default 100)")
-    args = parser.parse_args(argv)
-    with fresh_database(args) as url:
-        figures = run(args, url)
-    emit(figures)
+    run_benchmark(parser, run, argv)
 
 
 if __name__ == "__main__":

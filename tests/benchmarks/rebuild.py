@@ -30,14 +30,13 @@ from domain.member import Member
 from domain.metadata import Role
 from projections.tables import member_profiles
 from tests.benchmarks.common import (
-    add_database_options,
-    emit,
+    benchmark_parser,
     environment_figures,
-    fresh_database,
     log,
     metadata_for,
     ratio,
     register_members,
+    run_benchmark,
 )
 
 PROJECTION = "member_profiles"
@@ -287,8 +286,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_database_options(parser)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--members", type=int, default=2000,
                         help="members to write; each has 10 events (default 2000)")
     parser.add_argument(
@@ -303,10 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                         "threads were slower on both backends)")
     parser.add_argument("--no-warm", dest="warm", action="store_false",
                         help="skip the runs with a warm data-key cache")
-    args = parser.parse_args(argv)
-    with fresh_database(args) as url:
-        figures = run(args, url)
-    emit(figures)
+    run_benchmark(parser, run, argv)
 
 
 if __name__ == "__main__":
