@@ -169,11 +169,13 @@ def create_app(
         holder.runtime = active
         if run_projections:
             active.start_projections()
+        active.scheduler.start(settings.scheduler_interval)
         log.info("Patron ready on %s", settings.database.safe_url)
         try:
             yield
         finally:
             holder.runtime = None
+            active.scheduler.stop()
             if runtime is None:
                 await active.aclose()
             else:

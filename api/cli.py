@@ -239,6 +239,33 @@ def token(
 
 
 @main.group()
+def loyalty() -> None:
+    """Loyalty operations."""
+
+
+@loyalty.command("tick")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def loyalty_tick(database_url: str | None, as_json: bool) -> None:
+    """Emit every due event once (releases, expiries, tier maintenance, birthdays, order
+    completion): for cron-style operation beside or instead of the in-server scheduler."""
+    runtime = _runtime(_settings(database_url))
+    try:
+        report = runtime.scheduler.tick()
+    finally:
+        runtime.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(
+            f"{report.at.isoformat()}: settled {report.accounts_settled} accounts, "
+            f"{report.birthdays} birthdays, completed {report.orders_completed} orders"
+        )
+    if report.errors:
+        raise click.ClickException("; ".join(report.errors))
+
+
+@main.group()
 def seed() -> None:
     """Seed data."""
 

@@ -6,9 +6,11 @@ import logging
 import math
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from domain.errors import DomainError
+from domain.loyalty_rules import LoyaltyRules
 from projections.database import DatabaseConfig
 
 log = logging.getLogger("patron.config")
@@ -71,6 +73,9 @@ class Settings:
     run_projections: bool = True
     snapshot_interval: int = 50
     data_key_cache_seconds: float = 5.0
+    loyalty_rules: LoyaltyRules = field(default_factory=LoyaltyRules)
+    # How often the in-server scheduler emits due loyalty and order events (0: never).
+    scheduler_interval: float = 60.0
 
     @classmethod
     def from_env(cls, database_url: str | None = None, **overrides: object) -> Settings:
@@ -87,12 +92,22 @@ class Settings:
             projection_poll_interval=_float("PATRON_PROJECTION_POLL_INTERVAL", 0.5),
             run_projections=_bool("PATRON_RUN_PROJECTIONS", True),
             snapshot_interval=_int("PATRON_SNAPSHOT_INTERVAL", 50),
+            loyalty_rules=_loyalty_rules(),
+            scheduler_interval=_float("PATRON_SCHEDULER_INTERVAL", 60.0),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
 
 MIN_SECRET_LENGTH = 32
+
+
+def _loyalty_rules() -> LoyaltyRules:
+    path = os.environ.get("PATRON_LOYALTY_RULES")
+    try:
+        return LoyaltyRules.load(path)
+    except DomainError as error:
+        raise ConfigurationError(f"PATRON_LOYALTY_RULES: {error.message}") from None
 
 
 def resolve_secret_key(database: DatabaseConfig) -> tuple[str, str]:

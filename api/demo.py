@@ -1,18 +1,50 @@
-"""A deterministic demo population, written through the real command path.
+"""A deterministic demo population and a year of its commerce, through the real commands.
 
-Same seed, same members: names, profiles, preferences, consents, tags and statuses are
-drawn from a seeded generator, so demos and screenshots are reproducible.
+Same seed, same shop: names, profiles, preferences, consents, tags and statuses are drawn
+from a seeded generator, and so is a year of orders, payments (some failing first),
+cancellations, deliveries, refunds, reviews, coupons, points, rewards and an admin
+adjustment or two. Everything is written through the services the API uses, and the
+scheduler runs every simulated day (after the projections it reads from), so points are
+released, orders complete and birthdays are celebrated as they would be in production.
+
+The year needs time to pass: give the runtime an `AdjustableClock` starting at
+`demo_runtime_clock()` (midnight UTC `days` days ago), and `seed_demo` moves it day by day
+up to midnight today, so nothing is ever recorded in the future. With any other clock only
+the members are written, all at once, as before.
+
+Under the default rules no points expire and no tier comes up for maintenance within one
+simulated year (both take twelve full months); simulate more days to see them.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import random
 import uuid
 from collections.abc import Callable
-from datetime import date, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
+from sqlalchemy import select
+
+from api.commerce import COUPON_NAMESPACE
 from api.runtime import Runtime
+from domain.clock import AdjustableClock
+from domain.errors import DomainError
+from domain.loyalty import CreditSource, account_id_for
 from domain.metadata import Channel, EventMetadata, Role
+from domain.order import Order
+from domain.pricing import CouponTerms, coupon_discount, max_points_for
+from projections.commerce_tables import loyalty_accounts
+
+log = logging.getLogger("patron.demo")
+
+DEMO_DAYS = 365
+# The read models the scheduler finds due work in: caught up before every daily tick.
+SCHEDULER_READS = ("member_profiles", "orders", "loyalty")
 
 FIRST = ["Li", "Wei", "Mei", "Jun", "Anna", "Lucas", "Sofia", "Chen", "Yuki", "Omar", "Lena",
          "Ravi", "Hana", "Mateo", "Zara", "Ming", "Ivy", "Noah", "Aisha", "Tom"]
@@ -30,35 +62,200 @@ TAGS = [("vip", "top spender in pilot"), ("influencer", "large social following"
         ("wholesale", "buys for a shop"), ("at-risk", "complained twice this quarter")]
 
 
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    name: str
+    category: str
+    brand: str
+    price: int  # minor units (fen)
+    weight: float  # how often it lands in a basket
+    premium: bool = False
+
+
+CATALOGUE = (
+    Product("P-1001", "Trail backpack 30 L", "outdoor", "northpeak", 32_900, 2),
+    Product("P-1002", "Camping lantern", "outdoor", "lumen", 8_900, 3),
+    Product("P-1003", "Down jacket", "outdoor", "northpeak", 89_900, 1, True),
+    Product("P-2001", "Noise-cancelling earbuds", "electronics", "orbit", 59_900, 1, True),
+    Product("P-2002", "USB-C charger 65 W", "electronics", "lumen", 12_900, 3),
+    Product("P-2003", "E-reader", "electronics", "kestrel", 109_900, 0.5, True),
+    Product("P-3001", "Hydrating serum", "beauty", "aurora", 26_800, 2),
+    Product("P-3002", "Sunscreen SPF 50", "beauty", "velvet", 8_900, 4),
+    Product("P-3003", "Lip balm", "beauty", "aurora", 3_900, 4),
+    Product("P-4001", "Novel (paperback)", "books", "kestrel", 4_500, 5),
+    Product("P-4002", "Cookbook", "books", "hearth", 8_800, 3),
+    Product("P-5001", "Cast-iron pan", "home", "hearth", 23_900, 2),
+    Product("P-5002", "Linen towels (2)", "home", "greenleaf", 9_900, 3),
+    Product("P-5003", "Scented candle", "home", "velvet", 5_900, 3),
+    Product("P-6001", "Merino sweater", "fashion", "velvet", 49_900, 1, True),
+    Product("P-6002", "Cotton socks (3 pairs)", "fashion", "orbit", 4_900, 4),
+    Product("P-6003", "Canvas sneakers", "fashion", "orbit", 36_900, 2),
+    Product("P-7001", "Building blocks set", "toys", "orbit", 19_900, 2),
+    Product("P-7002", "Jigsaw puzzle 1000", "toys", "kestrel", 6_900, 3),
+    Product("P-8001", "Green tea 250 g", "grocery", "greenleaf", 6_800, 5),
+    Product("P-8002", "Olive oil 1 L", "grocery", "greenleaf", 9_900, 4),
+    Product("P-8003", "Coffee beans 500 g", "grocery", "hearth", 8_800, 5),
+    Product("P-9001", "Yoga mat", "sports", "aurora", 16_900, 3),
+    Product("P-9002", "Running shoes", "sports", "northpeak", 69_900, 1, True),
+    Product("P-9101", "Baby carrier", "baby", "hearth", 49_900, 1, True),
+    Product("P-9102", "Baby wipes (6 packs)", "baby", "greenleaf", 3_900, 5),
+)
+
+# (name, days between orders on average, share of members, chance a basket item is premium)
+SHOPPERS = [("occasional", 75, 0.35, 1.0), ("regular", 40, 0.40, 1.0),
+            ("frequent", 18, 0.20, 1.5), ("big_spender", 10, 0.05, 5.0)]
+BASKET_LINES = ([2, 3, 4, 5, 6], [35, 30, 18, 10, 7])
+PAYMENT_METHODS = (["alipay", "wechat_pay", "card", "cash_on_delivery", "store_credit"],
+                   [40, 35, 19, 4, 2])
+PAYMENT_FAILURES = ["card declined", "insufficient balance", "payment provider timeout",
+                    "3-D Secure check failed"]
+RETURN_REASONS = ["returned: damaged in transit", "returned: wrong size",
+                  "returned: not as described", "returned: changed mind within window"]
+REWARDS = [
+    # (day defined, days valid, details)
+    (1, None, {"name": "¥10 voucher", "description": "¥10 off any order",
+               "cost_points": 500, "stock": 5_000, "per_member_limit": 5,
+               "coupon_kind": "fixed", "coupon_value": 1_000, "coupon_min_spend": 0,
+               "coupon_valid_days": 60}),
+    (1, None, {"name": "¥40 off ¥200", "description": "¥40 off orders of ¥200 or more",
+               "cost_points": 1_500, "stock": 1_000, "per_member_limit": 3,
+               "coupon_kind": "fixed", "coupon_value": 4_000, "coupon_min_spend": 20_000,
+               "coupon_valid_days": 45}),
+    (1, None, {"name": "10% off ¥300", "description": "10% off orders of ¥300 or more",
+               "cost_points": 3_000, "stock": 500, "per_member_limit": 2,
+               "coupon_kind": "percent", "coupon_value": 1_000, "coupon_min_spend": 30_000,
+               "coupon_valid_days": 30}),
+    (150, 60, {"name": "Summer ¥100 voucher", "description": "limited: 10 vouchers",
+               "cost_points": 4_000, "stock": 10, "per_member_limit": 1,
+               "coupon_kind": "fixed", "coupon_value": 10_000, "coupon_min_spend": 20_000,
+               "coupon_valid_days": 30}),
+]
+
+
+def demo_runtime_clock(days: int = DEMO_DAYS, now: datetime | None = None) -> datetime:
+    """Where the seeding runtime's `AdjustableClock` starts: midnight UTC, `days` days
+    before today, so that the simulated year ends at midnight today."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    return datetime.combine(today - timedelta(days=days), time(0), tzinfo=UTC)
+
+
+@dataclass
+class WalletCoupon:
+    coupon_id: uuid.UUID
+    terms: CouponTerms
+    valid_until: datetime
+
+
+@dataclass
+class DemoMember:
+    index: int
+    member_id: uuid.UUID
+    channel: Channel
+    birthday: date | None
+    categories: list[str]
+    active: bool
+    shopper: tuple[str, int, float, float]
+    joined: datetime
+    wallet: list[WalletCoupon] = field(default_factory=list)
+    likes_points: bool = False
+    redeemed: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    def take_coupon(self, now: datetime, subtotal: int) -> WalletCoupon | None:
+        """The soonest-expiring coupon that is valid now and whose minimum the basket meets
+        (with room for the largest tier discount)."""
+        self.wallet = [c for c in self.wallet if c.valid_until > now]
+        usable = [c for c in self.wallet if c.terms.min_spend <= subtotal * 92 // 100]
+        if not usable:
+            return None
+        chosen = min(usable, key=lambda c: c.valid_until)
+        self.wallet.remove(chosen)
+        return chosen
+
+
+@dataclass
+class OrderPlan:
+    member: DemoMember
+    lines: list[dict[str, Any]]
+    method: str
+    failures: int
+    fate: str  # abandon | timeout | cancel_after_pay | deliver
+    refund: str | None  # None | partial | full
+    review: bool
+    wants_coupon: bool
+    wants_points: bool
+
+    @property
+    def subtotal(self) -> int:
+        return sum(line["quantity"] * line["unit_price"] for line in self.lines)
+
+
 def seed_demo(
     runtime: Runtime,
     members: int = 50,
     seed: int = 7,
     progress: Callable[[int], None] | None = None,
+    *,
+    clock: AdjustableClock | None = None,
+    days: int = DEMO_DAYS,
+    day_progress: Callable[[int], None] | None = None,
 ) -> list[uuid.UUID]:
-    rng = random.Random(seed)
-    correlation = f"demo-seed-{seed}"
-    created: list[uuid.UUID] = []
+    """Register `members` members and, if time can be moved, simulate `days` of commerce.
 
-    def meta(actor: str, role: Role, channel: Channel, reason: str | None = None) -> EventMetadata:
+    `clock` must be the runtime's own clock (the services read that one); by default it is
+    used when it is an `AdjustableClock`. `progress(1)` is called per member registered and
+    `day_progress(1)` per simulated day.
+    """
+    if clock is None and isinstance(runtime.clock, AdjustableClock):
+        clock = runtime.clock
+    if clock is not None and clock is not runtime.clock:
+        raise ValueError("seed_demo can only move the runtime's own clock")
+    demo = _Demo(runtime, seed, progress)
+    if clock is None:
+        for index in range(members):
+            demo.register(index, shopper=SHOPPERS[0])
+        return demo.created
+    return _Year(demo, clock, members, days, day_progress).run()
+
+
+class _Demo:
+    """The members: the same draws, in the same order, with or without the year."""
+
+    def __init__(
+        self, runtime: Runtime, seed: int, progress: Callable[[int], None] | None
+    ) -> None:
+        self.runtime = runtime
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.progress = progress
+        self.correlation = f"demo-seed-{seed}"
+        self.created: list[uuid.UUID] = []
+
+    def meta(
+        self, actor: str, role: Role, channel: Channel, reason: str | None = None
+    ) -> EventMetadata:
         return EventMetadata(
-            actor_id=actor, actor_role=role, channel=channel, correlation_id=correlation,
+            actor_id=actor, actor_role=role, channel=channel, correlation_id=self.correlation,
             causation_id=None, request_id=uuid.uuid4().hex, reason=reason,
         )
 
-    today = runtime.clock.today()
-    channels = [Channel.WEB, Channel.APP, Channel.MINI_PROGRAM, Channel.STORE]
-    for index in range(members):
+    def admin(self, reason: str) -> EventMetadata:
+        return self.meta("demo-admin", Role.ADMIN, Channel.ADMIN, reason)
+
+    def register(self, index: int, shopper: tuple[str, int, float, float]) -> DemoMember:
+        runtime, rng, meta = self.runtime, self.rng, self.meta
+        today = runtime.clock.today()
+        channels = [Channel.WEB, Channel.APP, Channel.MINI_PROGRAM, Channel.STORE]
         first, last = rng.choice(FIRST), rng.choice(LAST)
         city, region = rng.choice(CITIES)
         channel = rng.choice(channels)
-        birthday = date(1950, 1, 1) + timedelta(days=rng.randrange(0, 365 * 55))
+        birthday = min(date(1950, 1, 1) + timedelta(days=rng.randrange(0, 365 * 55)), today)
         details = {
             "name": f"{first} {last}",
             "email": f"{first.lower()}.{last.lower()}{index}@example.com".replace("ü", "u"),
             "phone": f"+86 138{rng.randrange(10**7, 10**8)}",
             "gender": rng.choice(["female", "male", "non_binary", "undisclosed"]),
-            "birthday": min(birthday, today).isoformat(),
+            "birthday": birthday.isoformat(),
             "occupation": rng.choice(OCCUPATIONS),
             "education": rng.choice(["secondary", "vocational", "bachelor", "master"]),
             "income_band": rng.choice(["low", "lower_middle", "middle", "upper_middle", "high"]),
@@ -68,16 +265,17 @@ def seed_demo(
             "language": rng.choice(["zh-CN", "en", "de", "pt-PT", "ja"]),
         }
         if rng.random() < 0.2:  # some members leave their profile incomplete
-            for field in ("occupation", "education", "income_band"):
-                details.pop(field)
+            for field_name in ("occupation", "education", "income_band"):
+                details.pop(field_name)
         member_id = runtime.members.register(details, meta("anonymous", Role.ANONYMOUS, channel))
         mid = member_id.aggregate_id
-        created.append(mid)
+        self.created.append(mid)
         self_meta = meta(str(mid), Role.MEMBER, rng.choice(channels))
+        categories = rng.sample(CATEGORIES, rng.randrange(1, 4))
         runtime.members.set_preferences(
             mid,
             {
-                "categories": rng.sample(CATEGORIES, rng.randrange(1, 4)),
+                "categories": categories,
                 "brands": rng.sample(BRANDS, rng.randrange(0, 3)),
                 "price_sensitivity": rng.choice(["low", "medium", "high"]),
                 "ui": {"theme": rng.choice(["light", "dark", "system"]),
@@ -101,10 +299,408 @@ def seed_demo(
         if rng.random() < 0.15:
             tag, reason = rng.choice(TAGS)
             runtime.members.tag(mid, tag, meta("demo-admin", Role.ADMIN, Channel.ADMIN, reason))
+        active = True
         if rng.random() < 0.05:
+            active = False
             runtime.members.set_status(
                 mid, "blocked", meta("demo-admin", Role.ADMIN, Channel.ADMIN, "chargeback fraud")
             )
-        if progress:
-            progress(1)
-    return created
+        if self.progress:
+            self.progress(1)
+        now = runtime.clock.now()
+        member = DemoMember(
+            index=index, member_id=mid, channel=channel, birthday=birthday,
+            categories=categories, active=active, shopper=shopper, joined=now,
+        )
+        rules = runtime.rules
+        if rules.welcome_coupon_value:
+            member.wallet.append(WalletCoupon(
+                uuid.uuid5(account_id_for(str(mid)), "welcome"),
+                CouponTerms("fixed", rules.welcome_coupon_value, rules.welcome_coupon_min_spend),
+                now + timedelta(days=rules.welcome_coupon_valid_days),
+            ))
+        return member
+
+
+class _Year:
+    """A year of shopping, one simulated day at a time.
+
+    Each day starts with the projections catching up and a scheduler tick (as a cron job at
+    midnight would), then the day's actions run in time order: registrations, new orders,
+    and the follow-ups earlier orders scheduled (payments, deliveries, refunds, …).
+    """
+
+    def __init__(
+        self,
+        demo: _Demo,
+        clock: AdjustableClock,
+        members: int,
+        days: int,
+        day_progress: Callable[[int], None] | None,
+    ) -> None:
+        self.demo = demo
+        self.runtime = demo.runtime
+        self.rules = demo.runtime.rules
+        self.clock = clock
+        self.members = members
+        self.days = max(days, 1)
+        self.day_progress = day_progress
+        # A generator of its own, so the members are the same with or without the year.
+        self.rng = random.Random(f"demo-commerce-{demo.seed}")
+        self.start = clock.now()
+        self.keys = itertools.count(1)
+        self.sequence = itertools.count()
+        self.agenda: list[tuple[datetime, int, Callable[[], None]]] = []
+        self.people: list[DemoMember] = []
+        self.rewards: list[tuple[uuid.UUID, dict[str, Any], datetime]] = []
+        self.available: dict[str, int] = {}
+        self.join_day = self._join_days()
+        self.stats: dict[str, int] = {}
+
+    def _join_days(self) -> list[int]:
+        """Two thirds of the members are there on day one; the rest join over nine months,
+        in member order (so the members' draws happen in the same order as without time)."""
+        founders = -(-self.members * 2 // 3)
+        later = self.members - founders
+        span = max(self.days * 3 // 4, 1)
+        return [0 if i < founders else (i - founders + 1) * span // (later + 1)
+                for i in range(self.members)]
+
+    def key(self) -> str:
+        return f"demo-{self.demo.seed}-{next(self.keys)}"
+
+    def count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def at(self, when: datetime, action: Callable[[], None]) -> None:
+        heapq.heappush(self.agenda, (when, next(self.sequence), action))
+
+    def hours(self, low: float, high: float) -> timedelta:
+        return timedelta(minutes=round(self.rng.uniform(low, high) * 60))
+
+    # -- the year --------------------------------------------------------------------------
+
+    def run(self) -> list[uuid.UUID]:
+        for day in range(self.days):
+            midnight = self.start + timedelta(days=day)
+            self.clock.set(midnight)
+            if day:
+                self.tick()
+            self.plan_day(day, midnight)
+            self.run_until(midnight + timedelta(days=1))
+            if self.day_progress:
+                self.day_progress(1)
+        self.clock.set(self.start + timedelta(days=self.days))
+        self.tick()
+        self.runtime.runner.run_once()
+        log.info("demo year: %s", self.stats)
+        return self.demo.created
+
+    def run_until(self, end: datetime) -> None:
+        while self.agenda and self.agenda[0][0] < end:
+            when, _, action = heapq.heappop(self.agenda)
+            self.clock.set(when)
+            try:
+                action()
+            except DomainError as error:  # a rule said no: the shop carries on
+                log.debug("demo: %s", error.message)
+                self.count("refused")
+
+    def tick(self) -> None:
+        runner = self.runtime.runner
+        for name in SCHEDULER_READS:  # the rest catch up once, at the end
+            if name in runner.projections:
+                runner.catch_up(name)
+        report = self.runtime.scheduler.tick()
+        if report.errors:
+            log.warning("demo: scheduler errors: %s", report.errors)
+        now = self.clock.now()
+        with self.runtime.sync_engine.connect() as conn:
+            self.available = dict(conn.execute(
+                select(loyalty_accounts.c.member_id, loyalty_accounts.c.available)
+            ).all())
+        if self.rules.birthday_coupon_value:
+            for member in self.people:
+                if member.active and member.birthday and (
+                    member.birthday.strftime("%m-%d") == now.strftime("%m-%d")
+                ):
+                    marker = f"birthday:{now.year}"
+                    member.wallet.append(WalletCoupon(
+                        uuid.uuid5(COUPON_NAMESPACE, f"{member.member_id}:{marker}"),
+                        CouponTerms("fixed", self.rules.birthday_coupon_value, 0),
+                        now + timedelta(days=self.rules.birthday_coupon_valid_days),
+                    ))
+
+    def plan_day(self, day: int, midnight: datetime) -> None:
+        rng = self.rng
+        # Members join at seven, after whatever earlier days left for the small hours.
+        self.run_until(midnight + timedelta(hours=7))
+        self.clock.set(midnight + timedelta(hours=7))
+        for index, joins in enumerate(self.join_day):
+            if joins == day:
+                shopper = rng.choices(SHOPPERS, weights=[s[2] for s in SHOPPERS])[0]
+                member = self.demo.register(index, shopper)
+                member.likes_points = rng.random() < 0.5
+                self.people.append(member)
+        self.admin_day(day, midnight)
+        year_end_sale = day >= self.days - 10
+        for member in self.people:
+            if not member.active:
+                continue
+            rate = 1 / member.shopper[1]
+            if self.clock.now() - member.joined < timedelta(days=14):
+                rate *= 3  # new members try the shop (and their welcome coupon)
+            if year_end_sale:
+                rate *= 2.5
+            if rng.random() < rate:
+                plan = self.plan_order(member)
+                self.at(midnight + self.hours(8, 23.5), lambda p=plan: self.place(p))
+            affordable = [
+                r for r in self.rewards
+                if r[1]["cost_points"] <= self.available.get(str(member.member_id), 0)
+                and r[2] > midnight
+                and member.redeemed.get(r[0], 0) < r[1]["per_member_limit"]
+            ]
+            if affordable and rng.random() < 0.015:
+                reward = rng.choice(affordable)
+                self.at(midnight + self.hours(8, 23.5),
+                        lambda m=member, r=reward: self.redeem(m, r))
+
+    def admin_day(self, day: int, midnight: datetime) -> None:
+        for defined_on, valid_days, details in REWARDS:
+            if defined_on == day:
+                until = midnight + timedelta(days=valid_days or (self.days + 365))
+                self.at(midnight + timedelta(hours=9),
+                        lambda d=details, u=until: self.define_reward(d, u))
+        active = [m for m in self.people if m.active]
+        if day == 30 and active:
+            member = active[len(active) // 2]
+            self.at(midnight + timedelta(hours=10), lambda: self.adjust(
+                member, 300, "goodwill: courier lost the parcel"))
+        if day == 200:
+            rich = [m for m in active if self.available.get(str(m.member_id), 0) >= 200]
+            if rich:
+                self.at(midnight + timedelta(hours=10), lambda: self.adjust(
+                    rich[0], -200, "correction: goodwill credit granted twice"))
+
+    def plan_order(self, member: DemoMember) -> OrderPlan:
+        rng = self.rng
+        premium_bias = member.shopper[3]
+        weights = [
+            p.weight * (3 if p.category in member.categories else 1)
+            * (premium_bias if p.premium else 1)
+            for p in CATALOGUE
+        ]
+        count = rng.choices(*BASKET_LINES)[0]
+        chosen: list[Product] = []
+        while len(chosen) < count:
+            product = rng.choices(CATALOGUE, weights=weights)[0]
+            if product not in chosen:
+                chosen.append(product)
+        lines = [
+            {
+                "product_id": p.product_id,
+                "sku": f"{p.product_id}-{rng.choice(['A', 'B', 'C'])}",
+                "name": p.name,
+                "category": p.category,
+                "brand": p.brand,
+                "quantity": 1 if p.premium or rng.random() < 0.7 else rng.randint(2, 3),
+                "unit_price": p.price,
+            }
+            for p in chosen
+        ]
+        roll = rng.random()
+        fate = ("abandon" if roll < 0.05 else "timeout" if roll < 0.09
+                else "cancel_after_pay" if roll < 0.13 else "deliver")
+        refund_roll = rng.random()
+        return OrderPlan(
+            member=member,
+            lines=lines,
+            method=rng.choices(*PAYMENT_METHODS)[0],
+            failures=rng.choice([1, 1, 2]) if rng.random() < 0.08 else 0,
+            fate=fate,
+            refund=None if refund_roll >= 0.12 else "partial" if refund_roll < 0.07 else "full",
+            review=rng.random() < 0.3,
+            wants_coupon=rng.random() < 0.8,
+            wants_points=member.likes_points and rng.random() < 0.35,
+        )
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def member_meta(self, member: DemoMember) -> EventMetadata:
+        return self.demo.meta(str(member.member_id), Role.MEMBER, member.channel)
+
+    def agent_meta(self, reason: str) -> EventMetadata:
+        return self.demo.meta("demo-agent", Role.AGENT, Channel.ADMIN, reason)
+
+    def points_for(self, plan: OrderPlan, coupon: WalletCoupon | None) -> int:
+        rules = self.rules
+        member = plan.member
+        if self.available.get(str(member.member_id), 0) < rules.min_redemption_points:
+            return 0
+        account = self.runtime.loyalty.account(member.member_id)
+        remaining = plan.subtotal
+        remaining -= remaining * rules.tier_rule(account.tier).member_discount_bp // 10000
+        if coupon is not None:
+            remaining -= coupon_discount(coupon.terms, remaining)
+        allowed = min(max_points_for(remaining, rules), account.available)
+        step = rules.redemption_points_per_unit
+        points = allowed // step * step
+        return points if points >= rules.min_redemption_points else 0
+
+    def place(self, plan: OrderPlan) -> None:
+        member, now = plan.member, self.clock.now()
+        coupon = member.take_coupon(now, plan.subtotal) if plan.wants_coupon else None
+        points = 0
+        try:
+            if plan.wants_points:
+                points = self.points_for(plan, coupon)
+        except DomainError:
+            points = 0
+        key = self.key()
+        meta = self.member_meta(member)
+        try:
+            placed = self.runtime.orders.place(
+                member.member_id, plan.lines, coupon.coupon_id if coupon else None, points, key,
+                meta,
+            )
+        except DomainError as error:
+            # The coupon or the points did not fit after all: place it plainly (nothing
+            # was recorded, so the same key is free).
+            log.debug("demo: order with coupon/points refused (%s); placing plainly",
+                      error.message)
+            if coupon is not None and error.field != "coupon_id":
+                member.wallet.append(coupon)
+            coupon, points = None, 0
+            placed = self.runtime.orders.place(member.member_id, plan.lines, None, 0, key, meta)
+        self.count("orders")
+        if coupon:
+            self.count("orders_with_coupon")
+        if points:
+            self.count("orders_with_points")
+        order_id = placed.aggregate_id
+        order = self.runtime.orders.get(order_id)
+        if plan.fate == "abandon":
+            self.at(now + self.hours(0.2, 3), lambda: self.cancel(
+                plan, order_id, coupon, "member_request", "changed my mind", by_member=True))
+            return
+        if plan.fate == "timeout":
+            self.at(now + self.hours(24, 26), lambda: self.cancel(
+                plan, order_id, coupon, "payment_timeout", None, by_member=False))
+            return
+        when = now
+        for _ in range(plan.failures):
+            when += self.hours(0.02, 0.2)
+            self.at(when, lambda: self.fail_payment(plan, order_id, order.total))
+        when += self.hours(0.02, 0.5)
+        self.at(when, lambda: self.pay(plan, order_id, order.total, bool(order.flags)))
+
+    def fail_payment(self, plan: OrderPlan, order_id: uuid.UUID, amount: int) -> None:
+        self.runtime.orders.record_payment_failure(
+            order_id, plan.method, amount, f"psp-{self.key()}",
+            self.rng.choice(PAYMENT_FAILURES), self.member_meta(plan.member),
+        )
+        self.count("payment_failures")
+
+    def pay(self, plan: OrderPlan, order_id: uuid.UUID, amount: int, flagged: bool) -> None:
+        key = self.key()
+        method = plan.method if not plan.failures else self.rng.choice(["alipay", "wechat_pay"])
+        self.runtime.orders.pay(order_id, method, amount, f"psp-{key}", key,
+                                self.member_meta(plan.member))
+        self.count("payments")
+        now = self.clock.now()
+        if plan.fate == "cancel_after_pay":
+            by_member = self.rng.random() < 0.6
+            self.at(now + self.hours(1, 20), lambda: self.cancel(
+                plan, order_id, None,
+                "member_request" if by_member else "stock",
+                "ordered the wrong colour" if by_member else "out of stock at the warehouse",
+                by_member=by_member))
+        elif flagged:
+            self.count("held_for_review")  # paid, waiting for a human: never shipped here
+        else:
+            delivered = now + timedelta(days=self.rng.randint(2, 6)) + self.hours(0, 8)
+            self.at(delivered, lambda: self.deliver(plan, order_id))
+
+    def cancel(
+        self,
+        plan: OrderPlan,
+        order_id: uuid.UUID,
+        coupon: WalletCoupon | None,
+        reason: str,
+        note: str | None,
+        *,
+        by_member: bool,
+    ) -> None:
+        if by_member:
+            meta = self.member_meta(plan.member)
+        elif reason == "payment_timeout":
+            meta = self.demo.meta("order-timeout", Role.SYSTEM, Channel.SYSTEM)
+        else:
+            meta = self.agent_meta(note or reason)
+        self.runtime.orders.cancel(order_id, reason, note, meta)
+        self.count("cancelled")
+        if coupon is not None:  # released by the cancellation: back in the wallet
+            plan.member.wallet.append(coupon)
+
+    def deliver(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
+        self.runtime.orders.mark_delivered(
+            order_id, self.demo.meta("demo-logistics", Role.SYSTEM, Channel.SYSTEM)
+        )
+        self.count("delivered")
+        now = self.clock.now()
+        if plan.review and self.rules.review_points:
+            self.at(now + timedelta(days=self.rng.randint(1, 5)) + self.hours(0, 6),
+                    lambda: self.review(plan, order_id))
+        if plan.refund:
+            self.at(now + timedelta(days=self.rng.randint(1, 6)) + self.hours(0, 6),
+                    lambda: self.refund(plan, order_id))
+
+    def review(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
+        self.runtime.loyalty.award(
+            plan.member.member_id, CreditSource.REVIEW, str(order_id), self.rules.review_points,
+            f"review:{order_id}", self.member_meta(plan.member),
+        )
+        self.count("reviews")
+
+    def refund(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
+        items: list[tuple[str, int]] | None = None
+        if plan.refund == "partial":
+            order: Order = self.runtime.orders.get(order_id)
+            line = self.rng.choice(order.lines)
+            items = [(line["line_id"], self.rng.randint(1, line["quantity"]))]
+        reason = self.rng.choice(RETURN_REASONS)
+        self.runtime.orders.refund(order_id, items, self.key(), self.agent_meta(reason))
+        self.count(f"refunds_{plan.refund}")
+
+    def define_reward(self, details: dict[str, Any], until: datetime) -> None:
+        now = self.clock.now()
+        result = self.runtime.loyalty.define_reward(
+            {**details, "valid_from": now, "valid_until": until},
+            self.demo.admin("demo catalogue of rewards"),
+        )
+        self.rewards.append((result.aggregate_id, details, until))
+        self.count("rewards")
+
+    def redeem(self, member: DemoMember, reward: tuple[uuid.UUID, dict[str, Any], datetime]
+               ) -> None:
+        reward_id, details, _ = reward
+        result = self.runtime.loyalty.redeem_reward(
+            member.member_id, reward_id, self.key(), self.member_meta(member)
+        )
+        now = self.clock.now()
+        member.wallet.append(WalletCoupon(
+            result.aggregate_id,
+            CouponTerms(details["coupon_kind"], details["coupon_value"],
+                        details["coupon_min_spend"]),
+            now + timedelta(days=details["coupon_valid_days"]),
+        ))
+        member.redeemed[reward_id] = member.redeemed.get(reward_id, 0) + 1
+        self.available[str(member.member_id)] = (
+            self.available.get(str(member.member_id), 0) - details["cost_points"]
+        )
+        self.count("redemptions")
+
+    def adjust(self, member: DemoMember, points: int, reason: str) -> None:
+        self.runtime.loyalty.adjust(member.member_id, points, self.key(), self.demo.admin(reason))
+        self.count("adjustments")

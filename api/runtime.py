@@ -17,14 +17,19 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
 from api.consistency import WriteTracker, wait_for_position
 from api.personal_data import DataKeyStore
+from api.scheduler import Scheduler
 from api.service import MemberService, PatronApplication, UnitOfWork
 from domain.clock import Clock, SystemClock
+from projections.coupons import CouponsProjection
 from projections.database import DatabaseConfig
 from projections.engine import Projection, ProjectionRunner
+from projections.loyalty import LoyaltyProjection
 from projections.member_profiles import MemberProfilesProjection
+from projections.orders import OrdersProjection
 
 log = logging.getLogger("patron.runtime")
 
@@ -32,7 +37,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def all_projections() -> list[Projection]:
-    return [MemberProfilesProjection()]
+    return [MemberProfilesProjection(), OrdersProjection(), LoyaltyProjection(),
+            CouponsProjection()]
 
 
 def alembic_config(database: DatabaseConfig) -> AlembicConfig:
@@ -104,7 +110,13 @@ class Runtime:
             listen_conninfo=postgres_conninfo(database) if database.is_postgres else None,
         )
         self.uow = UnitOfWork(self.app, on_recorded=lambda _position: self.runner.nudge())
-        self.members = MemberService(self.uow, self.clock, self.keys)
+        self.rules = settings.loyalty_rules
+        self.members = MemberService(self.uow, self.clock, self.keys, self.rules)
+        self.orders = OrderService(self.uow, self.clock, self.rules)
+        self.loyalty = LoyaltyService(self.uow, self.clock, self.rules)
+        self.scheduler = Scheduler(
+            self.sync_engine, self.clock, self.rules, self.loyalty, self.orders
+        )
         self.writes = WriteTracker()
         self._async_engine: AsyncEngine | None = None
 
@@ -139,6 +151,7 @@ class Runtime:
         self.close()
 
     def close(self) -> None:
+        self.scheduler.stop()
         self.runner.stop()
         self.app.close()
         self.sync_engine.dispose()

@@ -13,8 +13,9 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from uuid import UUID
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
@@ -22,9 +23,13 @@ from eventsourcing.persistence import IntegrityError, Transcoder
 
 from api.personal_data import DataKeyStore, PersonalDataCipher, PersonalDataMapper
 from domain.clock import Clock
+from domain.coupon import Coupon, CouponSource
 from domain.errors import ConcurrencyConflictError, NotFoundError
+from domain.loyalty import CreditSource, LoyaltyAccount, account_id_for
+from domain.loyalty_rules import LoyaltyRules
 from domain.member import Member
 from domain.metadata import EventMetadata
+from domain.pricing import CouponTerms
 
 log = logging.getLogger("patron.service")
 
@@ -58,6 +63,51 @@ class CommandResult:
     position: int | None
 
 
+T = TypeVar("T")
+
+
+class Session:
+    """The aggregates one command loads and creates; they are saved together, atomically.
+
+    The event store records all their new events in one transaction, so a command that
+    touches an order, a loyalty account and a coupon either happens entirely or not at all.
+    """
+
+    def __init__(self, app: PatronApplication) -> None:
+        self.app = app
+        self._aggregates: dict[UUID, Aggregate] = {}
+
+    def find(self, aggregate_type: type[A], aggregate_id: UUID) -> A | None:
+        known = self._aggregates.get(aggregate_id)
+        if known is None:
+            try:
+                known = self.app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+            self._aggregates[aggregate_id] = known
+        return known if isinstance(known, aggregate_type) else None
+
+    def get(self, aggregate_type: type[A], aggregate_id: UUID) -> A:
+        aggregate = self.find(aggregate_type, aggregate_id)
+        if aggregate is None:
+            raise NotFoundError(f"{aggregate_type.__name__} {aggregate_id} not found")
+        return aggregate
+
+    def add(self, aggregate: A) -> A:
+        self._aggregates[aggregate.id] = aggregate
+        return aggregate
+
+    @property
+    def aggregates(self) -> list[Aggregate]:
+        return list(self._aggregates.values())
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    value: T
+    position: int | None
+
+
 class UnitOfWork:
     """Load, decide, save — retried on a version clash with a concurrent writer."""
 
@@ -66,46 +116,53 @@ class UnitOfWork:
         self.on_recorded = on_recorded
 
     def get(self, aggregate_type: type[A], aggregate_id: UUID) -> A:
-        try:
-            aggregate = self.app.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFoundError(f"{aggregate_type.__name__} {aggregate_id} not found") from None
-        if not isinstance(aggregate, aggregate_type):
-            raise NotFoundError(f"{aggregate_type.__name__} {aggregate_id} not found")
-        return aggregate
+        return Session(self.app).get(aggregate_type, aggregate_id)
 
-    def save(self, aggregate: Aggregate) -> CommandResult:
-        recordings = self.app.save(aggregate)
-        position = recordings[-1].notification.id if recordings else None
-        if position is not None:
-            self.on_recorded(position)
-        return CommandResult(aggregate.id, aggregate.version, position)
-
-    def create(self, make: Callable[[], A]) -> CommandResult:
-        return self.save(make())
+    def run(self, decide: Callable[[Session], T]) -> Outcome[T]:
+        """Run `decide` on fresh state and save what it changed; retry on a clash."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            session = Session(self.app)
+            value = decide(session)
+            try:
+                recordings = self.app.save(*session.aggregates)
+            except IntegrityError:
+                log.info("version clash (attempt %d); retrying", attempt)
+                # Exponential backoff with full jitter spreads out a crowd of writers.
+                time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
+                continue
+            position = max((r.notification.id for r in recordings), default=None)
+            if position is not None:
+                self.on_recorded(position)
+            return Outcome(value, position)
+        raise ConcurrencyConflictError("the data is being changed concurrently; try again")
 
     def change(
         self, aggregate_type: type[A], aggregate_id: UUID, decide: Callable[[A], Any]
     ) -> CommandResult:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            aggregate = self.get(aggregate_type, aggregate_id)
+        def load_and_decide(session: Session) -> A:
+            aggregate = session.get(aggregate_type, aggregate_id)
             decide(aggregate)
-            try:
-                return self.save(aggregate)
-            except IntegrityError:
-                log.info("version clash on %s (attempt %d); retrying", aggregate_id, attempt)
-                # Exponential backoff with full jitter spreads out a crowd of writers.
-                time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
-        raise ConcurrencyConflictError(
-            f"{aggregate_type.__name__} {aggregate_id} is being changed concurrently; try again"
-        )
+            return aggregate
+
+        return self.result_of(self.run(load_and_decide))
+
+    def create(self, make: Callable[[], A]) -> CommandResult:
+        return self.result_of(self.run(lambda session: session.add(make())))
+
+    @staticmethod
+    def result_of(outcome: Outcome[A]) -> CommandResult:
+        aggregate = outcome.value
+        return CommandResult(aggregate.id, aggregate.version, outcome.position)
 
 
 class MemberService:
-    def __init__(self, uow: UnitOfWork, clock: Clock, keys: DataKeyStore) -> None:
+    def __init__(
+        self, uow: UnitOfWork, clock: Clock, keys: DataKeyStore, rules: LoyaltyRules
+    ) -> None:
         self.uow = uow
         self.clock = clock
         self.keys = keys
+        self.rules = rules
 
     def get(self, member_id: UUID, version: int | None = None) -> Member:
         if version is None:
@@ -119,14 +176,50 @@ class MemberService:
         return member
 
     def register(self, details: Mapping[str, Any], meta: EventMetadata) -> CommandResult:
-        return self.uow.create(lambda: Member.register(details, self.clock.today(), meta))
+        """A new member, their loyalty account and their first-order welcome coupon."""
+
+        def decide(session: Session) -> Member:
+            now = self.clock.now()
+            member = session.add(Member.register(details, now.date(), meta))
+            account = session.add(LoyaltyAccount.open(str(member.id), now, meta))
+            if self.rules.welcome_coupon_value:
+                terms = CouponTerms("fixed", self.rules.welcome_coupon_value,
+                                    self.rules.welcome_coupon_min_spend)
+                session.add(Coupon.issue(
+                    uuid5(account.id, "welcome"), str(member.id), CouponSource.WELCOME, terms,
+                    now, now + timedelta(days=self.rules.welcome_coupon_valid_days), "welcome",
+                    now, meta,
+                ))
+            self._award_profile_completion(member, account, now, meta)
+            return member
+
+        return self.uow.result_of(self.uow.run(decide))
 
     def update_profile(
         self, member_id: UUID, changes: Mapping[str, Any], meta: EventMetadata
     ) -> CommandResult:
-        return self.uow.change(
-            Member, member_id, lambda m: m.update_profile(changes, self.clock.today(), meta)
-        )
+        def decide(session: Session) -> Member:
+            now = self.clock.now()
+            member = session.get(Member, member_id)
+            member.update_profile(changes, now.date(), meta)
+            account = session.find(LoyaltyAccount, account_id_for(str(member_id)))
+            if account is None:
+                account = session.add(LoyaltyAccount.open(str(member_id), now, meta))
+            self._award_profile_completion(member, account, now, meta)
+            return member
+
+        return self.uow.result_of(self.uow.run(decide))
+
+    def _award_profile_completion(
+        self, member: Member, account: LoyaltyAccount, now: datetime, meta: EventMetadata
+    ) -> None:
+        """Once in a member's life, for filling in their whole profile."""
+        if member.is_profile_complete and self.rules.profile_completion_points:
+            account.credit(
+                CreditSource.PROFILE_COMPLETION, str(member.id),
+                self.rules.profile_completion_points, self.rules, now, meta,
+                once_marker="profile_completion",
+            )
 
     def set_preferences(
         self, member_id: UUID, preferences: Mapping[str, Any], meta: EventMetadata

@@ -19,6 +19,9 @@ class ErrorCode(StrEnum):
     CONFLICT = "CONFLICT"
     REASON_REQUIRED = "REASON_REQUIRED"
     ERASED = "ERASED"
+    INSUFFICIENT_POINTS = "INSUFFICIENT_POINTS"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 
 
 class DomainError(Exception):
@@ -43,9 +46,16 @@ class InvalidTransitionError(DomainError):
 
     code = ErrorCode.INVALID_TRANSITION
 
-    def __init__(self, message: str, current_state: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        current_state: str,
+        field: str | None = None,
+        attempted: str | None = None,
+    ) -> None:
         super().__init__(message, field)
         self.current_state = current_state
+        self.attempted = attempted
 
 
 class ForbiddenError(DomainError):
@@ -67,3 +77,20 @@ class ConcurrencyConflictError(DomainError):
 
 class ErasedError(DomainError):
     code = ErrorCode.ERASED
+
+
+class InsufficientPointsError(DomainError):
+    code = ErrorCode.INSUFFICIENT_POINTS
+
+
+class IdempotencyConflictError(DomainError):
+    """The idempotency key was used before with a different request."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="idempotency_key")
+
+
+class LimitExceededError(DomainError):
+    code = ErrorCode.LIMIT_EXCEEDED

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from domain.loyalty import LoyaltyAccount
 from domain.member import Member, is_profile_complete
 from projections.engine import Handler, Projection
 from projections.tables import member_profiles, member_tags
@@ -36,6 +37,7 @@ class MemberProfilesProjection(Projection):
             Member.Untagged: self.on_untagged,
             Member.StatusChanged: self.on_status_changed,
             Member.Erased: self.on_erased,
+            LoyaltyAccount.TierChanged: self.on_tier_changed,
         }
 
     # -- helpers ----------------------------------------------------------------------------
@@ -159,6 +161,14 @@ class MemberProfilesProjection(Projection):
     def on_status_changed(self, conn: Connection, event: Any, position: int) -> None:
         self._save(
             conn, event, position, status=event.status, status_reason=event.meta.get("reason")
+        )
+
+    def on_tier_changed(self, conn: Connection, event: Any, position: int) -> None:
+        """The profile shows the member's tier; the loyalty account decides it."""
+        conn.execute(
+            update(member_profiles)
+            .where(member_profiles.c.member_id == event.member_id)
+            .values(tier=event.tier)
         )
 
     def on_erased(self, conn: Connection, event: Any, position: int) -> None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from psycopg.conninfo import make_conninfo
 from api.app import create_app
 from api.config import Settings
 from api.runtime import Runtime, migrate, postgres_conninfo
+from domain.clock import AdjustableClock
 from projections.database import DatabaseConfig
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
@@ -121,8 +123,14 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    rt = Runtime(settings)
+def clock() -> AdjustableClock:
+    """Business time for the test: it stands still unless the test moves it."""
+    return AdjustableClock(datetime.now(UTC))
+
+
+@pytest.fixture
+def runtime(settings: Settings, clock: AdjustableClock) -> Iterator[Runtime]:
+    rt = Runtime(settings, clock=clock)
     yield rt
     rt.close()
 

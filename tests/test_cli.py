@@ -278,11 +278,11 @@ def test_projection_status_shows_each_projection_caught_up_after_seeding(
     lines = result.output.strip().splitlines()
     assert lines[0].split()[:4] == ["projection", "position", "head", "lag"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == {"member_profiles"}
-    _name, position, head, lag, error = rows["member_profiles"]
-    assert int(position) == int(head) > 0
-    assert lag == "0"
-    assert error == "-"
+    assert set(rows) == {"member_profiles", "orders", "loyalty", "coupons"}
+    for _name, position, head, lag, error in rows.values():
+        assert int(position) == int(head) > 0
+        assert lag == "0"
+        assert error == "-"
 
 
 def test_projection_status_as_json_is_parseable(database_url: str) -> None:
@@ -292,12 +292,12 @@ def test_projection_status_as_json_is_parseable(database_url: str) -> None:
 
     assert result.exit_code == 0, result.output
     statuses = json.loads(result.output)
-    assert [s["name"] for s in statuses] == ["member_profiles"]
-    status = statuses[0]
-    assert status["position"] == status["head"] > 0
-    assert status["lag"] == 0
-    assert status["events_applied"] == status["head"]
-    assert status["last_error"] is None
+    assert [s["name"] for s in statuses] == ["coupons", "loyalty", "member_profiles", "orders"]
+    for status in statuses:
+        assert status["position"] == status["head"] > 0
+        assert status["lag"] == 0
+        assert status["events_applied"] == status["head"]
+        assert status["last_error"] is None
 
 
 def test_projection_status_of_an_empty_database_is_at_zero(database_url: str) -> None:
@@ -305,7 +305,7 @@ def test_projection_status_of_an_empty_database_is_at_zero(database_url: str) ->
     assert result.exit_code == 0, result.output
     assert [(s["position"], s["head"], s["lag"]) for s in json.loads(result.output)] == [
         (0, 0, 0)
-    ]
+    ] * 4
 
 
 def test_rebuilding_member_profiles_reproduces_identical_rows(

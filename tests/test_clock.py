@@ -26,7 +26,7 @@ def test_what_counts_as_the_future_follows_the_clock(settings: Settings) -> None
         assert runtime.runner.head() == 0
 
         clock.advance(timedelta(days=4))
-        assert runtime.members.register(details, meta).position == 1
+        assert runtime.members.register(details, meta).position == runtime.runner.head() > 0
     finally:
         runtime.close()
 

@@ -26,8 +26,16 @@ from strawberry.types.graphql import OperationType
 from api.config import Settings
 from api.consistency import ProjectionLagError
 from api.schema.audit import AuditQueries
-from api.schema.common import EVENT_POSITION_SCALAR, ApiError, EventPosition
+from api.schema.common import (
+    EVENT_POSITION_SCALAR,
+    LONG_SCALAR,
+    ApiError,
+    EventPosition,
+    Long,
+)
+from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscriptions
 from api.schema.members import MemberMutations, MemberQueries
+from api.schema.orders import OrderMutations, OrderQueries
 
 log = logging.getLogger("patron.api")
 
@@ -39,10 +47,13 @@ def _query_type() -> type:
     class NodeQueries:
         node: relay.Node | None = relay.node(description="Any object by its global id.")
 
-    return merge_types("Query", (NodeQueries, MemberQueries, AuditQueries))
+    return merge_types(
+        "Query", (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, AuditQueries)
+    )
 
 
-Mutation = merge_types("Mutation", (MemberMutations,))
+Mutation = merge_types("Mutation", (MemberMutations, OrderMutations, LoyaltyMutations))
+Subscription = merge_types("Subscription", (LoyaltySubscriptions,))
 
 
 class ReadYourWrites(SchemaExtension):
@@ -113,6 +124,7 @@ def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
     return strawberry.Schema(
         query=_query_type(),
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             # Parsing and validating a document costs more than executing it; frontends send
             # the same few documents over and over, so both are cached.
@@ -123,7 +135,9 @@ def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
             ReadYourWrites,
             MaskUnexpectedErrors,
         ],
-        config=StrawberryConfig(scalar_map={EventPosition: EVENT_POSITION_SCALAR}),
+        config=StrawberryConfig(
+            scalar_map={EventPosition: EVENT_POSITION_SCALAR, Long: LONG_SCALAR}
+        ),
     )
 
 

@@ -18,6 +18,8 @@ from api.readmodels import decode_cursor, encode_cursor
 from api.schema.common import ApiError, Connection, context, make_connection, page_size
 from api.schema.members import MemberNode, decode_member_id
 from domain.errors import DomainError, ErrorCode, NotFoundError, ValidationError
+from domain.loyalty import account_id_for
+from domain.loyalty_rules import Tier
 from domain.member import Member, is_profile_complete
 from domain.metadata import Role
 
@@ -91,7 +93,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def profile_row_from_member(member: Member) -> dict[str, Any]:
+def profile_row_from_member(member: Member, tier: str) -> dict[str, Any]:
     """The aggregate's state in the read model's shape, so one GraphQL type shows both."""
     personal = member.personal or {}
     row: dict[str, Any] = {
@@ -110,7 +112,7 @@ def profile_row_from_member(member: Member) -> dict[str, Any]:
         "consents": member.consents,
         "status": member.status,
         "status_reason": member.status_reason,
-        "tier": "regular",
+        "tier": tier,
         "erased": member.erased,
         "erased_at": member.modified_on if member.erased else None,
         "registration_channel": member.registration_channel,
@@ -196,14 +198,10 @@ class AuditQueries:
         if at is not None and at.tzinfo is None:
             raise ApiError("at must include a time zone", ErrorCode.VALIDATION.value, field="at")
 
-        def load() -> Member:
+        def load() -> tuple[Member, str]:
             wanted = version
             if at is not None:
-                wanted = 0
-                for event in ctx.runtime.app.events.get(member_id):
-                    if event.timestamp > at:
-                        break
-                    wanted = event.originator_version
+                wanted = _version_at(ctx, member_id, at)
                 if wanted == 0:
                     raise NotFoundError(f"member {id} did not exist at {at.isoformat()}", "at")
             if wanted is not None and wanted < 1:
@@ -211,19 +209,39 @@ class AuditQueries:
             member = ctx.runtime.members.get(member_id, version=wanted)
             if wanted is not None and member.version != wanted:
                 raise NotFoundError(f"member {id} has no version {wanted}", "version")
-            return member
+            return member, _tier_at(ctx, member_id, at or member.modified_on)
 
         try:
-            member = await run_in_threadpool(load)
+            member, tier = await run_in_threadpool(load)
         except DomainError as error:
             raise ApiError.from_domain(error) from None
-        row = profile_row_from_member(member)
+        row = profile_row_from_member(member, tier)
         tags = [
             {"tag": t, "reason": v["reason"], "tagged_by": v["by"],
              "tagged_at": dt.datetime.fromisoformat(v["at"])}
             for t, v in sorted(member.tags.items())
         ]
         return MemberNode.from_row(row, tags)
+
+
+def _version_at(ctx: Any, aggregate_id: uuid.UUID, at: dt.datetime) -> int:
+    """The aggregate's version at a moment: the last event recorded at or before it."""
+    wanted = 0
+    for event in ctx.runtime.app.events.get(aggregate_id):
+        if event.timestamp > at:
+            break
+        wanted = event.originator_version
+    return wanted
+
+
+def _tier_at(ctx: Any, member_id: uuid.UUID, at: dt.datetime) -> str:
+    """The tier lives on the loyalty account: read it as it was at the same moment."""
+    account_id = account_id_for(str(member_id))
+    version = _version_at(ctx, account_id, at)
+    if version == 0:
+        return Tier.REGULAR.value
+    account = ctx.runtime.app.repository.get(account_id, version=version)
+    return str(account.tier)
 
 
 def _latest_version(ctx: Any, member_id: uuid.UUID) -> int:

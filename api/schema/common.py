@@ -21,7 +21,23 @@ from domain.errors import ErrorCode as DomainErrorCode
 
 T = TypeVar("T")
 
+
+def _strict_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected a whole number")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError("out of range for a 64-bit integer")
+    return value
+
 ErrorCode = strawberry.enum(DomainErrorCode, name="ErrorCode")
+
+Long = NewType("Long", int)
+LONG_SCALAR = strawberry.scalar(
+    name="Long",
+    serialize=int,
+    parse_value=_strict_int,
+    description="A 64-bit integer, e.g. an amount in minor units of a currency.",
+)
 
 EventPosition = NewType("EventPosition", int)
 EVENT_POSITION_SCALAR = strawberry.scalar(

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -44,6 +44,10 @@ from domain.errors import (
     ValidationError,
 )
 from domain.metadata import Channel, EventMetadata, Role
+
+if TYPE_CHECKING:
+    from api.schema.loyalty import CouponNode, CouponStatus, LoyaltyAccount
+    from api.schema.orders import OrderNode
 
 Gender = strawberry.enum(model.Gender)
 Education = strawberry.enum(model.Education)
@@ -320,6 +324,36 @@ class MemberNode(relay.Node):
     @strawberry.field(description="Version of the member aggregate this view reflects.")
     def version(self) -> int:
         return int(self.row["version"])
+
+    @strawberry.field(description="The member's orders, newest first.")
+    async def orders(
+        self, info: strawberry.Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Annotated[OrderNode, strawberry.lazy("api.schema.orders")]]:
+        from api.commerce_readmodels import OrderFilter
+        from api.schema.orders import orders_connection
+
+        return await orders_connection(info, OrderFilter(member_id=self.key), first, after)
+
+    @strawberry.field(description="Points, lots, ledger and tier.")
+    async def loyalty(
+        self, info: strawberry.Info
+    ) -> Annotated[LoyaltyAccount, strawberry.lazy("api.schema.loyalty")] | None:
+        from api.schema.loyalty import account_view
+
+        return await account_view(context(info), self.key)
+
+    @strawberry.field(description="The coupon wallet, newest first.")
+    async def coupons(
+        self,
+        info: strawberry.Info,
+        status: Annotated[CouponStatus, strawberry.lazy("api.schema.loyalty")] | None = None,
+    ) -> list[Annotated[CouponNode, strawberry.lazy("api.schema.loyalty")]]:
+        from api.commerce_readmodels import member_coupons
+        from api.schema.loyalty import CouponNode
+
+        rows = await member_coupons(context(info).runtime.async_engine, self.key,
+                                    status.value if status else None)
+        return [CouponNode(key=r["coupon_id"], row=r) for r in rows]
 
 
 # -- inputs ---------------------------------------------------------------------------------

@@ -1,0 +1,223 @@
+"""Async queries over the orders, loyalty and coupon read models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.readmodels import as_utc, decode_cursor, encode_cursor
+from domain.loyalty import add_months
+from domain.loyalty_rules import LoyaltyRules
+from projections.commerce_tables import (
+    coupons,
+    loyalty_accounts,
+    loyalty_ledger,
+    loyalty_lots,
+    loyalty_spend,
+    orders,
+    rewards,
+    tier_history,
+)
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RowPage:
+    rows: list[Row]
+    has_next: bool
+    total: int
+
+
+async def _rows(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
+    async with engine.connect() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def _page(
+    engine: AsyncEngine, query: Select[Any], count: Select[Any], first: int
+) -> RowPage:
+    async with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in await conn.execute(query.limit(first + 1))]
+        total = int(await conn.scalar(count) or 0)
+    return RowPage(rows[:first], len(rows) > first, total)
+
+
+# -- orders ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    member_id: str | None = None
+    state: str | None = None
+    flagged: bool | None = None
+
+
+async def get_orders(engine: AsyncEngine, order_ids: list[str]) -> dict[str, Row]:
+    if not order_ids:
+        return {}
+    rows = await _rows(engine, select(orders).where(orders.c.order_id.in_(order_ids)))
+    return {row["order_id"]: row for row in rows}
+
+
+def order_cursor(row: Row) -> str:
+    placed = as_utc(row["placed_at"])
+    assert placed is not None
+    return encode_cursor(placed.isoformat(), row["order_id"])
+
+
+async def list_orders(
+    engine: AsyncEngine, where: OrderFilter, first: int, after: str | None
+) -> RowPage:
+    """Newest first: what support and members usually want to see."""
+    conditions = []
+    if where.member_id:
+        conditions.append(orders.c.member_id == where.member_id)
+    if where.state:
+        conditions.append(orders.c.state == where.state)
+    if where.flagged is not None:
+        flagged = func.json_array_length(orders.c.flags) > 0
+        if engine.dialect.name == "postgresql":
+            flagged = func.jsonb_array_length(orders.c.flags) > 0
+        conditions.append(flagged if where.flagged else ~flagged)
+    query = select(orders).where(*conditions)
+    if after:
+        placed_at, order_id = decode_cursor(after, 2)
+        moment = as_utc(datetime.fromisoformat(str(placed_at)))
+        query = query.where(
+            (orders.c.placed_at < moment)
+            | ((orders.c.placed_at == moment) & (orders.c.order_id < str(order_id)))
+        )
+    query = query.order_by(orders.c.placed_at.desc(), orders.c.order_id.desc())
+    count = select(func.count()).select_from(orders).where(*conditions)
+    return await _page(engine, query, count, first)
+
+
+# -- loyalty --------------------------------------------------------------------------------
+
+
+async def get_account(engine: AsyncEngine, member_id: str) -> Row | None:
+    rows = await _rows(
+        engine, select(loyalty_accounts).where(loyalty_accounts.c.member_id == member_id)
+    )
+    return rows[0] if rows else None
+
+
+async def get_lots(engine: AsyncEngine, member_id: str, status: str | None) -> list[Row]:
+    query = select(loyalty_lots).where(loyalty_lots.c.member_id == member_id)
+    if status:
+        query = query.where(loyalty_lots.c.status == status)
+    return await _rows(engine, query.order_by(loyalty_lots.c.seq))
+
+
+async def expiring_points(engine: AsyncEngine, member_id: str, before: datetime) -> tuple[int, Any]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(
+            select(func.coalesce(func.sum(loyalty_lots.c.remaining), 0),
+                   func.min(loyalty_lots.c.expires_at)).where(
+                (loyalty_lots.c.member_id == member_id)
+                & (loyalty_lots.c.status == "available")
+                & (loyalty_lots.c.remaining > 0)
+                & (loyalty_lots.c.expires_at <= before)
+            )
+        )).one()
+    return int(row[0]), as_utc(row[1])
+
+
+async def ledger_page(
+    engine: AsyncEngine, member_id: str, first: int, after: str | None
+) -> RowPage:
+    """Newest movement first."""
+    conditions = [loyalty_ledger.c.member_id == member_id]
+    if after:
+        (entry,) = decode_cursor(after, 1)
+        conditions.append(loyalty_ledger.c.entry < int(entry))
+    query = select(loyalty_ledger).where(*conditions).order_by(loyalty_ledger.c.entry.desc())
+    count = select(func.count()).select_from(loyalty_ledger).where(
+        loyalty_ledger.c.member_id == member_id
+    )
+    return await _page(engine, query, count, first)
+
+
+async def get_tier_history(engine: AsyncEngine, member_id: str) -> list[Row]:
+    return await _rows(
+        engine,
+        select(tier_history).where(tier_history.c.member_id == member_id)
+        .order_by(tier_history.c.entry),
+    )
+
+
+@dataclass(frozen=True)
+class TierProgress:
+    tier: str
+    qualifying_spend: int
+    next_tier: str | None
+    spend_to_next_tier: int | None
+    reach_by: datetime | None
+    maintenance_due: datetime | None
+    spend_to_keep_tier: int | None
+
+
+async def tier_progress(
+    engine: AsyncEngine, account: Row, rules: LoyaltyRules, now: datetime
+) -> TierProgress:
+    """"Spend X more by DATE to reach Gold" and "spend Y by DATE to keep Gold".
+
+    Spend counts over a rolling window, so the deadline to reach the next tier is when the
+    oldest spend still counted drops out of it.
+    """
+    since = add_months(now, -rules.qualifying_months)
+    entries = await _rows(
+        engine,
+        select(loyalty_spend.c.at, loyalty_spend.c.amount).where(
+            (loyalty_spend.c.member_id == account["member_id"]) & (loyalty_spend.c.at > since)
+        ),
+    )
+    spend = sum(int(e["amount"]) for e in entries)
+    tier = str(account["tier"])
+    above = rules.tier_above(tier)
+    oldest = min((as_utc(e["at"]) for e in entries if e["amount"] > 0), default=None)
+    reach_by = add_months(oldest, rules.qualifying_months) if oldest else add_months(
+        now, rules.qualifying_months
+    )
+    due = as_utc(account["maintenance_due"])
+    keep = None
+    if due is not None:
+        keep = max(rules.tier_rule(tier).threshold - spend, 0)
+    return TierProgress(
+        tier=tier,
+        qualifying_spend=spend,
+        next_tier=above.value if above else None,
+        spend_to_next_tier=max(rules.tier_rule(above).threshold - spend, 0) if above else None,
+        reach_by=reach_by if above else None,
+        maintenance_due=due,
+        spend_to_keep_tier=keep,
+    )
+
+
+def expiring_window(now: datetime, rules: LoyaltyRules) -> datetime:
+    return now + timedelta(days=rules.expiring_soon_days)
+
+
+# -- coupons and rewards --------------------------------------------------------------------
+
+
+async def member_coupons(engine: AsyncEngine, member_id: str, status: str | None) -> list[Row]:
+    query = select(coupons).where(coupons.c.member_id == member_id)
+    if status:
+        query = query.where(coupons.c.status == status)
+    return await _rows(engine, query.order_by(coupons.c.issued_at.desc(), coupons.c.coupon_id))
+
+
+async def list_rewards(engine: AsyncEngine, active_at: datetime | None) -> list[Row]:
+    query = select(rewards)
+    if active_at is not None:
+        query = query.where(
+            (rewards.c.valid_from <= active_at) & (rewards.c.valid_until > active_at)
+            & (rewards.c.stock > 0)
+        )
+    return await _rows(engine, query.order_by(rewards.c.cost_points, rewards.c.name))

@@ -1,0 +1,166 @@
+"""Time-driven work: the events that become due as the clock moves.
+
+Pending points whose return window closed become available, lots expire, tiers are
+maintained, birthdays are celebrated and delivered orders complete. The scheduler finds
+candidates in the read models (cheap, and possibly a little behind) and asks the
+aggregates to act; the aggregates decide from their own state, so each due event is
+recorded once even when several schedulers (servers, cron's `patron loyalty tick`) run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Engine, func, select
+
+from api.commerce import LoyaltyService, OrderService
+from domain.clock import Clock
+from domain.errors import DomainError
+from domain.loyalty_rules import LoyaltyRules
+from domain.metadata import Channel, EventMetadata, Role
+from projections.commerce_tables import loyalty_accounts, loyalty_lots, orders
+from projections.tables import member_profiles
+
+log = logging.getLogger("patron.scheduler")
+
+
+@dataclass
+class TickReport:
+    at: datetime
+    accounts_settled: int = 0
+    birthdays: int = 0
+    orders_completed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "accounts_settled": self.accounts_settled,
+            "birthdays": self.birthdays,
+            "orders_completed": self.orders_completed,
+            "errors": self.errors,
+        }
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        rules: LoyaltyRules,
+        loyalty: LoyaltyService,
+        orders: OrderService,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.rules = rules
+        self.loyalty = loyalty
+        self.orders = orders
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _meta(self, now: datetime) -> EventMetadata:
+        return EventMetadata(
+            actor_id="scheduler",
+            actor_role=Role.SYSTEM,
+            channel=Channel.SYSTEM,
+            correlation_id=f"tick-{now.isoformat()}",
+            causation_id=None,
+            request_id=uuid.uuid4().hex,
+        )
+
+    def due_accounts(self, now: datetime) -> list[str]:
+        with self.engine.connect() as conn:
+            lots = conn.execute(
+                select(loyalty_lots.c.member_id).distinct().where(
+                    ((loyalty_lots.c.status == "pending") & (loyalty_lots.c.release_at <= now))
+                    | ((loyalty_lots.c.status == "available")
+                       & (loyalty_lots.c.expires_at <= now))
+                )
+            ).scalars().all()
+            tiers = conn.execute(
+                select(loyalty_accounts.c.member_id).where(
+                    loyalty_accounts.c.maintenance_due <= now
+                )
+            ).scalars().all()
+        return sorted(set(lots) | set(tiers))
+
+    def birthdays(self, now: datetime) -> list[str]:
+        today = now.strftime("%m-%d")
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                month_day = func.strftime("%m-%d", member_profiles.c.birthday)
+            else:
+                month_day = func.to_char(member_profiles.c.birthday, "MM-DD")
+            return list(conn.execute(
+                select(member_profiles.c.member_id).where(
+                    (month_day == today)
+                    & (member_profiles.c.erased.is_(False))
+                    & (member_profiles.c.status == "active")
+                )
+            ).scalars())
+
+    def completable_orders(self, now: datetime) -> list[str]:
+        closed_before = now - timedelta(days=self.rules.return_window_days)
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(orders.c.order_id).where(
+                    (orders.c.state == "delivered") & (orders.c.delivered_at <= closed_before)
+                )
+            ).scalars())
+
+    def tick(self) -> TickReport:
+        now = self.clock.now()
+        report = TickReport(at=now)
+        meta = self._meta(now)
+        for member_id in self.due_accounts(now):
+            self._attempt(report, "settle", member_id,
+                          lambda m=member_id: self.loyalty.settle_due(UUID(m), meta))
+            report.accounts_settled += 1
+        for member_id in self.birthdays(now):
+            self._attempt(report, "birthday", member_id,
+                          lambda m=member_id: self.loyalty.celebrate_birthday(UUID(m), meta))
+            report.birthdays += 1
+        for order_id in self.completable_orders(now):
+            self._attempt(report, "complete", order_id,
+                          lambda o=order_id: self.orders.complete(UUID(o), meta))
+            report.orders_completed += 1
+        return report
+
+    @staticmethod
+    def _attempt(report: TickReport, what: str, ref: str, action: Any) -> None:
+        try:
+            action()
+        except DomainError as error:
+            # Another scheduler got there first, or the read model was behind: not a fault.
+            log.info("scheduler: %s %s skipped: %s", what, ref, error.message)
+        except Exception as error:  # one bad item must not stop the rest
+            log.exception("scheduler: %s %s failed", what, ref)
+            report.errors.append(f"{what} {ref}: {type(error).__name__}: {error}")
+
+    def start(self, interval: float) -> None:
+        if interval <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("scheduler tick failed")
+
+        self._thread = threading.Thread(target=loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

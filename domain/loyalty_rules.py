@@ -1,0 +1,178 @@
+"""Loyalty, pricing and order rules as configuration, not code.
+
+The defaults are the brief's; a shop overrides any of them in a TOML file named by
+`PATRON_LOYALTY_RULES` (see README), and admins read the rules in force through the API.
+Money is in integer minor units of `currency`; percentages are basis points (1% = 100)
+so that no rule ever needs floating point.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from domain.errors import ValidationError
+
+
+class Tier(StrEnum):
+    REGULAR = "regular"
+    SILVER = "silver"
+    GOLD = "gold"
+    PLATINUM = "platinum"
+
+
+@dataclass(frozen=True)
+class TierRule:
+    tier: Tier
+    # Paid spend over the qualifying window needed to hold the tier (minor units).
+    threshold: int
+    # Points per currency unit paid, in basis points of the base rate (10000 = 1.0x).
+    earn_multiplier_bp: int
+    member_discount_bp: int
+    free_shipping: bool
+    priority_dispatch: bool
+    expedited_delivery: bool
+    first_review_sla_hours: int
+    birthday_bonus_points: int
+    dedicated_service_team: bool
+
+
+DEFAULT_TIERS = (
+    TierRule(Tier.REGULAR, 0, 10000, 0, False, False, False, 24, 0, False),
+    TierRule(Tier.SILVER, 200_000, 12000, 200, False, False, False, 24, 100, False),
+    TierRule(Tier.GOLD, 800_000, 15000, 500, True, False, True, 12, 300, False),
+    TierRule(Tier.PLATINUM, 2_000_000, 20000, 800, True, True, True, 4, 500, True),
+)
+
+
+@dataclass(frozen=True)
+class LoyaltyRules:
+    currency: str = "CNY"
+    minor_units_per_unit: int = 100
+    tiers: tuple[TierRule, ...] = DEFAULT_TIERS
+    qualifying_months: int = 12
+    maintenance_months: int = 12
+    # Earning: base points per currency unit paid, before the tier multiplier.
+    points_per_unit: int = 1
+    return_window_days: int = 7
+    points_expiry_months: int = 12
+    expiring_soon_days: int = 30
+    review_points: int = 20
+    profile_completion_points: int = 50
+    # Redemption: points worth one currency unit, and limits.
+    redemption_points_per_unit: int = 100
+    max_points_share_bp: int = 5000
+    min_redemption_points: int = 100
+    redemption_period_days: int = 30
+    redemption_limit_per_period: int = 50_000
+    # Shipping.
+    shipping_fee: int = 1_000
+    free_shipping_threshold: int = 9_900
+    # Abnormal orders.
+    abnormal_order_multiple: int = 5
+    abnormal_order_floor: int = 100_000
+    max_failed_payments: int = 3
+    # A coupon for every new member's first order (value 0 turns it off).
+    welcome_coupon_value: int = 1_000
+    welcome_coupon_min_spend: int = 5_000
+    welcome_coupon_valid_days: int = 30
+    birthday_coupon_value: int = 2_000
+    birthday_coupon_valid_days: int = 30
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.tiers, key=lambda t: t.threshold)
+        if [t.tier for t in ordered] != list(Tier):
+            raise ValidationError("tiers must be regular < silver < gold < platinum by threshold")
+        if ordered[0].threshold != 0:
+            raise ValidationError("the regular tier must start at zero spend")
+        if self.redemption_points_per_unit <= 0 or self.minor_units_per_unit <= 0:
+            raise ValidationError("conversion rates must be positive")
+        object.__setattr__(self, "tiers", tuple(ordered))
+
+    def tier_rule(self, tier: Tier | str) -> TierRule:
+        for rule in self.tiers:
+            if rule.tier == Tier(tier):
+                return rule
+        raise ValidationError(f"unknown tier {tier!r}")
+
+    def tier_for_spend(self, spend: int) -> Tier:
+        qualified = Tier.REGULAR
+        for rule in self.tiers:
+            if spend >= rule.threshold:
+                qualified = rule.tier
+        return qualified
+
+    def tier_below(self, tier: Tier | str) -> Tier:
+        order = list(Tier)
+        index = order.index(Tier(tier))
+        return order[max(index - 1, 0)]
+
+    def tier_above(self, tier: Tier | str) -> Tier | None:
+        order = list(Tier)
+        index = order.index(Tier(tier))
+        return order[index + 1] if index + 1 < len(order) else None
+
+    def points_for_payment(self, paid: int, tier: Tier | str) -> int:
+        """Points earned on `paid` minor units at `tier`: whole points, rounded down."""
+        base_bp = self.points_per_unit * self.tier_rule(tier).earn_multiplier_bp
+        return paid * base_bp // (self.minor_units_per_unit * 10000)
+
+    def points_value(self, points: int) -> int:
+        """What `points` are worth, in minor units."""
+        return points * self.minor_units_per_unit // self.redemption_points_per_unit
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> LoyaltyRules:
+        if not path:
+            return cls()
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ValidationError(f"cannot read loyalty rules from {path}: {error}") from None
+        return cls.from_mapping(data)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> LoyaltyRules:
+        defaults = cls()
+        known = {f.name for f in fields(cls)} - {"tiers"}
+        unknown = set(data) - known - {"tiers"}
+        if unknown:
+            raise ValidationError(f"unknown loyalty rule(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        for key, value in values.items():
+            _check_type(key, value, getattr(defaults, key))
+        tiers = list(defaults.tiers)
+        tier_tables = data.get("tiers") or {}
+        if not isinstance(tier_tables, dict):
+            raise ValidationError("tiers must be a table of [tiers.NAME] tables")
+        for name, overrides in tier_tables.items():
+            if name not in {t.value for t in Tier}:
+                raise ValidationError(f"unknown tier {name!r}")
+            if not isinstance(overrides, dict):
+                raise ValidationError(f"[tiers.{name}] must be a table")
+            rule = defaults.tier_rule(name)
+            tier_fields = {f.name for f in fields(TierRule)} - {"tier"}
+            bad = set(overrides) - tier_fields
+            if bad:
+                raise ValidationError(f"unknown tier setting(s): {', '.join(sorted(bad))}")
+            for key, value in overrides.items():
+                _check_type(f"tiers.{name}.{key}", value, getattr(rule, key))
+            tiers[tiers.index(rule)] = replace(rule, **overrides)
+        return replace(defaults, tiers=tuple(tiers), **values)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tiers"}
+        data["tiers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.tiers]
+        return data
+
+
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """A setting must have its default's type (no bools for numbers) and be non-negative."""
+    expected = type(default)
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        raise ValidationError(f"loyalty rule {name} must be a {expected.__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        raise ValidationError(f"loyalty rule {name} must not be negative")

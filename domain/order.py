@@ -1,0 +1,461 @@
+"""The Order aggregate: what a member bought, what it cost, and what happened to it since.
+
+States: placed -> paid -> (partially_shipped ->) shipped -> delivered -> completed, with
+cancellation before shipment and refunds (whole or by line and quantity) after payment.
+Amounts are integer minor units of the order's currency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import (
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    NotFoundError,
+    ValidationError,
+)
+from domain.metadata import EventMetadata
+from domain.pricing import PriceBreakdown
+
+MAX_LINES = 100
+MAX_QUANTITY = 999
+
+
+class OrderState(StrEnum):
+    PLACED = "placed"
+    PAID = "paid"
+    PARTIALLY_SHIPPED = "partially_shipped"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class PaymentMethod(StrEnum):
+    CARD = "card"
+    ALIPAY = "alipay"
+    WECHAT_PAY = "wechat_pay"
+    CASH_ON_DELIVERY = "cash_on_delivery"
+    STORE_CREDIT = "store_credit"
+
+
+class CancellationReason(StrEnum):
+    MEMBER_REQUEST = "member_request"
+    PAYMENT_TIMEOUT = "payment_timeout"
+    STOCK = "stock"
+    FRAUD = "fraud"
+    STAFF = "staff"
+    OTHER = "other"
+
+
+AFTER_PAYMENT = (
+    OrderState.PAID,
+    OrderState.PARTIALLY_SHIPPED,
+    OrderState.SHIPPED,
+    OrderState.DELIVERED,
+    OrderState.COMPLETED,
+)
+BEFORE_SHIPMENT = (OrderState.PLACED, OrderState.PAID)
+
+
+def validate_lines(lines: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if not lines:
+        raise ValidationError("an order needs at least one line", "lines")
+    if len(lines) > MAX_LINES:
+        raise ValidationError(f"an order has at most {MAX_LINES} lines", "lines")
+    cleaned = []
+    for index, line in enumerate(lines, start=1):
+        prefix = f"lines.{index - 1}"
+        quantity = line.get("quantity")
+        price = line.get("unit_price")
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or not (
+            1 <= quantity <= MAX_QUANTITY
+        ):
+            raise ValidationError(
+                f"quantity must be a whole number from 1 to {MAX_QUANTITY}", f"{prefix}.quantity"
+            )
+        if not isinstance(price, int) or isinstance(price, bool) or price < 0:
+            raise ValidationError(
+                "unit price must be a non-negative amount in minor units", f"{prefix}.unit_price"
+            )
+        item: dict[str, Any] = {"line_id": f"L{index}", "quantity": quantity, "unit_price": price}
+        for key in ("product_id", "sku", "name"):
+            value = line.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationError(f"{key} must not be blank", f"{prefix}.{key}")
+            item[key] = value.strip()[:200]
+        for key in ("category", "brand"):
+            value = line.get(key)
+            present = isinstance(value, str) and bool(value.strip())
+            item[key] = value.strip().lower()[:64] if present else None
+        cleaned.append(item)
+    return cleaned
+
+
+class Order(Aggregate):
+    @classmethod
+    def place(
+        cls,
+        order_id: Any,
+        member_id: str,
+        currency: str,
+        lines: list[dict[str, Any]],
+        pricing: PriceBreakdown,
+        tier: str,
+        coupon_id: str | None,
+        request_hash: str,
+        now: datetime,
+        meta: EventMetadata,
+    ) -> Order:
+        return cls._create(
+            cls.Placed,
+            id=order_id,
+            timestamp=now,
+            member_id=member_id,
+            currency=currency,
+            lines=lines,
+            pricing=pricing.as_dict(),
+            tier=tier,
+            coupon_id=coupon_id,
+            request_hash=request_hash,
+            meta=meta.as_dict(),
+        )
+
+    class Placed(Aggregate.Created):
+        member_id: str
+        currency: str
+        lines: list[dict[str, Any]]
+        pricing: dict[str, int]
+        tier: str
+        coupon_id: str | None
+        request_hash: str
+        meta: dict[str, Any]
+
+    @event(Placed)
+    def __init__(
+        self,
+        member_id: str,
+        currency: str,
+        lines: list[dict[str, Any]],
+        pricing: dict[str, int],
+        tier: str,
+        coupon_id: str | None,
+        request_hash: str,
+        meta: dict[str, Any],
+    ) -> None:
+        self.member_id = member_id
+        self.currency = currency
+        self.lines = [dict(line) for line in lines]
+        self.pricing = dict(pricing)
+        self.tier = tier
+        self.coupon_id = coupon_id
+        self.request_hash = request_hash
+        self.state: str = OrderState.PLACED.value
+        self.payments: dict[str, dict[str, Any]] = {}
+        self.failed_payments = 0
+        self.flags: dict[str, str] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.refunded_quantities: dict[str, int] = {line["line_id"]: 0 for line in lines}
+        self.refunded_amount = 0
+        self.paid_amount = 0
+        self.cancellation: dict[str, Any] | None = None
+        self.delivered_at: str | None = None
+
+    # -- rules ------------------------------------------------------------------------------
+
+    def _require(self, attempted: str, *allowed: OrderState) -> None:
+        if OrderState(self.state) not in allowed:
+            raise InvalidTransitionError(
+                f"cannot {attempted} an order that is {self.state}",
+                current_state=self.state,
+                attempted=attempted,
+            )
+
+    @property
+    def total(self) -> int:
+        return int(self.pricing["total"])
+
+    def line(self, line_id: str) -> dict[str, Any]:
+        for line in self.lines:
+            if line["line_id"] == line_id:
+                return line
+        raise NotFoundError(f"order has no line {line_id!r}", "line_id")
+
+    def refundable_amount(self) -> int:
+        return self.paid_amount - self.refunded_amount
+
+    def line_refund_amount(self, line_id: str, quantity: int) -> int:
+        """A line's share of what was paid for goods (discounts and points spread evenly)."""
+        line = self.line(line_id)
+        goods_paid = self.paid_amount - self.pricing["shipping_fee"]
+        line_amount = line["quantity"] * line["unit_price"]
+        line_paid = goods_paid * line_amount // max(self.pricing["subtotal"], 1)
+        return line_paid * quantity // line["quantity"]
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def pay(
+        self,
+        payment_id: str,
+        method: Any,
+        amount: int,
+        provider_reference: str | None,
+        request_hash: str,
+        now: datetime,
+        meta: EventMetadata,
+    ) -> bool:
+        """Record a payment; returns False for a retry of an already-recorded payment."""
+        existing = self.payments.get(payment_id)
+        if existing is not None:
+            if existing["request_hash"] != request_hash:
+                raise IdempotencyConflictError(
+                    "this idempotency key was already used for a different payment"
+                )
+            return False
+        self._require("pay", OrderState.PLACED)
+        method_value = _payment_method(method)
+        if amount != self.total:
+            raise ValidationError(
+                f"payment must equal the amount due ({self.total} {self.currency})", "amount"
+            )
+        self._trigger(
+            self.Paid,
+            now,
+            payment_id=payment_id,
+            method=method_value,
+            amount=amount,
+            provider_reference=provider_reference,
+            request_hash=request_hash,
+            meta=meta.as_dict(),
+        )
+        return True
+
+    def record_payment_failure(
+        self, method: Any, amount: int, provider_reference: str | None, reason: str,
+        now: datetime, meta: EventMetadata,
+    ) -> None:
+        self._require("record a failed payment for", OrderState.PLACED)
+        method_value = _payment_method(method)
+        reason = reason.strip()[:200] if isinstance(reason, str) else ""
+        if not reason:
+            raise ValidationError("a failed payment needs a reason", "reason")
+        self._trigger(
+            self.PaymentFailed,
+            now,
+            method=method_value, amount=amount, provider_reference=provider_reference,
+            reason=reason, meta=meta.as_dict(),
+        )
+
+    def flag_for_review(self, rule: str, detail: str, now: datetime, meta: EventMetadata) -> bool:
+        if rule in self.flags:
+            return False
+        self._trigger(self.FlaggedForReview, now, rule=rule, detail=detail, meta=meta.as_dict())
+        return True
+
+    def cancel(self, reason: Any, note: str | None, now: datetime, meta: EventMetadata) -> None:
+        self._require("cancel", *BEFORE_SHIPMENT)
+        try:
+            reason_value = CancellationReason(reason).value
+        except ValueError:
+            allowed = ", ".join(r.value for r in CancellationReason)
+            raise ValidationError(f"cancellation reason must be one of: {allowed}",
+                                  "reason") from None
+        if meta.actor_role.is_staff:
+            meta.require_reason()
+        self._trigger(self.Cancelled, now, reason=reason_value,
+                      note=(note or "").strip()[:500] or None, meta=meta.as_dict())
+
+    def refund(
+        self,
+        refund_id: str,
+        items: Sequence[tuple[str, int]] | None,
+        request_hash: str,
+        now: datetime,
+        meta: EventMetadata,
+    ) -> dict[str, Any] | None:
+        """Refund whole lines or quantities of them (None: everything still refundable).
+
+        Returns the refund recorded, or None for a retry of one already recorded.
+        """
+        existing = self.refunds.get(refund_id)
+        if existing is not None:
+            if existing["request_hash"] != request_hash:
+                raise IdempotencyConflictError(
+                    "this idempotency key was already used for a different refund"
+                )
+            return None
+        if self.state == OrderState.CANCELLED.value and self.paid_amount:
+            allowed = (OrderState.CANCELLED,)
+        else:
+            allowed = AFTER_PAYMENT
+        self._require("refund", *allowed)
+        if meta.actor_role.is_staff:
+            meta.require_reason()
+        refunded_lines: list[dict[str, Any]] = []
+        if items is None:
+            for line in self.lines:
+                left = line["quantity"] - self.refunded_quantities[line["line_id"]]
+                if left:
+                    refunded_lines.append({"line_id": line["line_id"], "quantity": left})
+            amount = self.refundable_amount()
+        else:
+            if not items:
+                raise ValidationError("name at least one line to refund", "lines")
+            wanted: dict[str, int] = {}
+            for line_id, quantity in items:
+                line = self.line(line_id)
+                if not isinstance(quantity, int) or quantity < 1:
+                    raise ValidationError("refund quantities must be at least 1", "quantity")
+                wanted[line_id] = wanted.get(line_id, 0) + quantity
+                left = line["quantity"] - self.refunded_quantities[line_id]
+                if wanted[line_id] > left:
+                    raise ValidationError(
+                        f"line {line_id} has only {left} left to refund", "quantity"
+                    )
+            amount = 0
+            for line_id, quantity in wanted.items():
+                refunded_lines.append({"line_id": line_id, "quantity": quantity})
+                amount += self.line_refund_amount(line_id, quantity)
+            everything = all(
+                self.refunded_quantities[line["line_id"]] + wanted.get(line["line_id"], 0)
+                == line["quantity"]
+                for line in self.lines
+            )
+            if everything:  # the last refund settles rounding and the shipping fee
+                amount = self.refundable_amount()
+        amount = min(amount, self.refundable_amount())
+        if amount <= 0 and not refunded_lines:
+            raise InvalidTransitionError(
+                "nothing is left to refund", current_state=self.state, attempted="refund"
+            )
+        record = {
+            "refund_id": refund_id,
+            "lines": refunded_lines,
+            "amount": amount,
+            "request_hash": request_hash,
+        }
+        self._trigger(self.Refunded, now, **record, meta=meta.as_dict())
+        return record
+
+    def mark_delivered(self, now: datetime, meta: EventMetadata) -> None:
+        self._require("deliver", OrderState.PAID, OrderState.PARTIALLY_SHIPPED,
+                      OrderState.SHIPPED)
+        self._trigger(self.Delivered, now, meta=meta.as_dict())
+
+    def return_window_closes(self, days: int) -> datetime | None:
+        if self.delivered_at is None:
+            return None
+        return datetime.fromisoformat(self.delivered_at) + timedelta(days=days)
+
+    def complete(self, now: datetime, return_window_days: int, meta: EventMetadata) -> None:
+        self._require("complete", OrderState.DELIVERED)
+        closes = self.return_window_closes(return_window_days)
+        assert closes is not None
+        if now < closes:
+            raise InvalidTransitionError(
+                f"the return window is open until {closes.isoformat()}",
+                current_state=self.state,
+                attempted="complete",
+            )
+        self._trigger(self.Completed, now, meta=meta.as_dict())
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _trigger(self, event_class: type[Aggregate.Event], now: datetime, **kwargs: Any) -> None:
+        """Events carry business time from the caller's clock, so tests can move it."""
+        self.trigger_event(event_class, timestamp=now, **kwargs)
+
+    def _enter(self, state: OrderState, at: datetime) -> None:
+        self.state = state.value
+
+    class Paid(Aggregate.Event):
+        payment_id: str
+        method: str
+        amount: int
+        provider_reference: str | None
+        request_hash: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.payments[self.payment_id] = {
+                "payment_id": self.payment_id, "method": self.method, "amount": self.amount,
+                "provider_reference": self.provider_reference,
+                "request_hash": self.request_hash, "at": self.timestamp.isoformat(),
+            }
+            order.paid_amount += self.amount
+            order._enter(OrderState.PAID, self.timestamp)
+
+    class PaymentFailed(Aggregate.Event):
+        method: str
+        amount: int
+        provider_reference: str | None
+        reason: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.failed_payments += 1
+
+    class FlaggedForReview(Aggregate.Event):
+        rule: str
+        detail: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.flags[self.rule] = self.detail
+
+    class Cancelled(Aggregate.Event):
+        reason: str
+        note: str | None
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.cancellation = {"reason": self.reason, "note": self.note,
+                                  "at": self.timestamp.isoformat()}
+            order._enter(OrderState.CANCELLED, self.timestamp)
+
+
+    class Refunded(Aggregate.Event):
+        refund_id: str
+        lines: list[dict[str, Any]]
+        amount: int
+        request_hash: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.refunds[self.refund_id] = {
+                "refund_id": self.refund_id, "lines": self.lines, "amount": self.amount,
+                "request_hash": self.request_hash, "at": self.timestamp.isoformat(),
+            }
+            for line in self.lines:
+                order.refunded_quantities[line["line_id"]] += line["quantity"]
+            order.refunded_amount += self.amount
+
+
+    class Delivered(Aggregate.Event):
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.delivered_at = self.timestamp.isoformat()
+            order._enter(OrderState.DELIVERED, self.timestamp)
+
+
+    class Completed(Aggregate.Event):
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order._enter(OrderState.COMPLETED, self.timestamp)
+
+
+
+def _payment_method(method: Any) -> str:
+    try:
+        return PaymentMethod(method).value
+    except ValueError:
+        allowed = ", ".join(m.value for m in PaymentMethod)
+        raise ValidationError(f"payment method must be one of: {allowed}", "method") from None

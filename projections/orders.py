@@ -1,0 +1,167 @@
+"""`orders`: one row per order, with its pricing, payments, refunds, flags and history.
+
+Every value comes from the event (its timestamp, never the wall clock) and from the row
+the earlier events built, so a rebuild from position zero reproduces the table exactly.
+Times inside JSON columns are ISO strings in UTC, as the aggregate records them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from domain.order import Order, OrderState
+from projections.commerce_tables import iso, orders, utc
+from projections.engine import Handler, Projection
+
+
+class OrdersProjection(Projection):
+    name = "orders"
+    tables = (orders,)
+
+    def handlers(self) -> dict[type, Handler]:
+        return {
+            Order.Placed: self.on_placed,
+            Order.Paid: self.on_paid,
+            Order.PaymentFailed: self.on_payment_failed,
+            Order.FlaggedForReview: self.on_flagged,
+            Order.Cancelled: self.on_cancelled,
+            Order.Refunded: self.on_refunded,
+            Order.Delivered: self.on_delivered,
+            Order.Completed: self.on_completed,
+        }
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(conn: Connection, event: Any) -> dict[str, Any]:
+        row = conn.execute(
+            select(orders).where(orders.c.order_id == str(event.originator_id))
+        ).one()
+        return dict(row._mapping)
+
+    @staticmethod
+    def _save(conn: Connection, event: Any, position: int, **values: Any) -> None:
+        conn.execute(
+            update(orders)
+            .where(orders.c.order_id == str(event.originator_id))
+            .values(
+                updated_at=utc(event.timestamp),
+                version=event.originator_version,
+                position=position,
+                **values,
+            )
+        )
+
+    def _enter(
+        self,
+        conn: Connection,
+        event: Any,
+        position: int,
+        state: OrderState,
+        row: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> None:
+        """A state change: the new state, and one more step in the order's history."""
+        row = row if row is not None else self._load(conn, event)
+        history = [*row["history"], {"state": state.value, "at": iso(event.timestamp)}]
+        self._save(conn, event, position, state=state.value, history=history, **values)
+
+    @staticmethod
+    def _actor(event: Any) -> dict[str, Any]:
+        return {"actor_id": event.meta.get("actor_id"), "actor_role": event.meta.get("actor_role")}
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def on_placed(self, conn: Connection, event: Any, position: int) -> None:
+        at = iso(event.timestamp)
+        conn.execute(
+            insert(orders).values(
+                order_id=str(event.originator_id),
+                member_id=event.member_id,
+                state=OrderState.PLACED.value,
+                currency=event.currency,
+                tier=event.tier,
+                lines=[dict(line) for line in event.lines],
+                pricing=dict(event.pricing),
+                coupon_id=event.coupon_id,
+                payments=[],
+                failed_payments=0,
+                flags=[],
+                refunds=[],
+                paid_amount=0,
+                refunded_amount=0,
+                cancellation=None,
+                history=[{"state": OrderState.PLACED.value, "at": at}],
+                placed_at=utc(event.timestamp),
+                updated_at=utc(event.timestamp),
+                version=event.originator_version,
+                position=position,
+            )
+        )
+
+    def on_paid(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        payment = {
+            "payment_id": event.payment_id,
+            "method": event.method,
+            "amount": event.amount,
+            "provider_reference": event.provider_reference,
+            "at": iso(event.timestamp),
+        }
+        self._enter(
+            conn, event, position, OrderState.PAID, row,
+            payments=[*row["payments"], payment],
+            paid_amount=row["paid_amount"] + event.amount,
+            paid_at=utc(event.timestamp),
+        )
+
+    def on_payment_failed(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        self._save(conn, event, position, failed_payments=row["failed_payments"] + 1)
+
+    def on_flagged(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        # The aggregate keeps one detail per rule (a later flag replaces it): so do we.
+        flag = {"rule": event.rule, "detail": event.detail, "at": iso(event.timestamp)}
+        flags = [f for f in row["flags"] if f["rule"] != event.rule]
+        self._save(conn, event, position, flags=[*flags, flag])
+
+    def on_cancelled(self, conn: Connection, event: Any, position: int) -> None:
+        cancellation = {
+            "reason": event.reason,
+            "note": event.note,
+            "at": iso(event.timestamp),
+            **self._actor(event),
+        }
+        self._enter(
+            conn, event, position, OrderState.CANCELLED,
+            cancellation=cancellation, cancelled_at=utc(event.timestamp),
+        )
+
+    def on_refunded(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        refund = {
+            "refund_id": event.refund_id,
+            "lines": [dict(line) for line in event.lines],
+            "amount": event.amount,
+            "at": iso(event.timestamp),
+            **self._actor(event),
+            "reason": event.meta.get("reason"),
+        }
+        self._save(
+            conn, event, position,
+            refunds=[*row["refunds"], refund],
+            refunded_amount=row["refunded_amount"] + event.amount,
+        )
+
+    def on_delivered(self, conn: Connection, event: Any, position: int) -> None:
+        self._enter(
+            conn, event, position, OrderState.DELIVERED, delivered_at=utc(event.timestamp)
+        )
+
+    def on_completed(self, conn: Connection, event: Any, position: int) -> None:
+        self._enter(
+            conn, event, position, OrderState.COMPLETED, completed_at=utc(event.timestamp)
+        )
