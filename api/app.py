@@ -13,8 +13,9 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from api.auth import principal_from_authorization
@@ -96,6 +97,11 @@ class RequestGate:
             )
             min_position = parse_min_position(request)
         except DomainError as error:
+            if scope["type"] == "websocket":
+                # Refuse the handshake; close codes 4xxx mirror the HTTP status.
+                code = 4401 if error.code.value == "UNAUTHENTICATED" else 4400
+                await WebSocket(scope, receive, send).close(code=code, reason=error.message)
+                return
             status = 401 if error.code.value == "UNAUTHENTICATED" else 400
             response = JSONResponse(
                 {"errors": [{"message": error.message,
@@ -185,6 +191,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/graphql", gate, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", gate),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

@@ -11,6 +11,7 @@ import pytest
 
 from api.auth import parse_duration
 from api.config import ConfigurationError, Settings, resolve_secret_key, secret_key_path
+from domain.loyalty_rules import LoyaltyRules
 from projections.database import DEFAULT_DATABASE_URL, DatabaseConfig, DatabaseURLError
 
 LONG_KEY = "k" * 32
@@ -405,3 +406,23 @@ def test_a_whole_number_setting_that_is_not_finite_is_a_configuration_error(
     monkeypatch.setenv("PATRON_MAX_PAGE_SIZE", value)
     with pytest.raises(ConfigurationError, match="PATRON_MAX_PAGE_SIZE"):
         Settings.from_env(sqlite_url)
+
+
+def test_the_example_loyalty_rules_file_documents_the_defaults() -> None:
+    example = Path(__file__).resolve().parent.parent / "loyalty-rules.example.toml"
+    assert LoyaltyRules.load(example) == LoyaltyRules()
+
+
+def test_loyalty_rules_come_from_the_file_named_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('return_window_days = 14\n[tiers.gold]\nthreshold = 500000\n')
+    monkeypatch.setenv("PATRON_LOYALTY_RULES", str(rules))
+    settings = Settings.from_env(f"sqlite:///{tmp_path / 'p.db'}")
+    assert settings.loyalty_rules.return_window_days == 14
+    assert settings.loyalty_rules.tier_rule("gold").threshold == 500_000
+
+    rules.write_text("return_window_days = 'soon'\n")
+    with pytest.raises(ConfigurationError, match="PATRON_LOYALTY_RULES"):
+        Settings.from_env(f"sqlite:///{tmp_path / 'p.db'}")
