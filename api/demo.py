@@ -155,10 +155,15 @@ class DemoMember:
     birthday: date | None
     categories: list[str]
     active: bool
-    shopper: tuple[str, int, float, float]
     joined: datetime
     wallet: list[WalletCoupon] = field(default_factory=list)
+    shopper: tuple[str, int, float, float] = SHOPPERS[1]
     likes_points: bool = False
+    # Separate streams, so that one member's points or coupons (which depend on the
+    # calendar, through birthdays) never change when anybody shops or what they buy.
+    days_rng: random.Random = field(default_factory=random.Random)
+    rewards_rng: random.Random = field(default_factory=random.Random)
+    orders_placed: int = 0
     redeemed: dict[uuid.UUID, int] = field(default_factory=dict)
 
     def take_coupon(self, now: datetime, subtotal: int) -> WalletCoupon | None:
@@ -176,6 +181,7 @@ class DemoMember:
 @dataclass
 class OrderPlan:
     member: DemoMember
+    rng: random.Random  # this order's own stream: its follow-ups draw from it
     lines: list[dict[str, Any]]
     method: str
     failures: int
@@ -213,7 +219,7 @@ def seed_demo(
     demo = _Demo(runtime, seed, progress)
     if clock is None:
         for index in range(members):
-            demo.register(index, shopper=SHOPPERS[0])
+            demo.register(index)
         return demo.created
     return _Year(demo, clock, members, days, day_progress).run()
 
@@ -242,7 +248,7 @@ class _Demo:
     def admin(self, reason: str) -> EventMetadata:
         return self.meta("demo-admin", Role.ADMIN, Channel.ADMIN, reason)
 
-    def register(self, index: int, shopper: tuple[str, int, float, float]) -> DemoMember:
+    def register(self, index: int) -> DemoMember:
         runtime, rng, meta = self.runtime, self.rng, self.meta
         today = runtime.clock.today()
         channels = [Channel.WEB, Channel.APP, Channel.MINI_PROGRAM, Channel.STORE]
@@ -310,7 +316,7 @@ class _Demo:
         now = runtime.clock.now()
         member = DemoMember(
             index=index, member_id=mid, channel=channel, birthday=birthday,
-            categories=categories, active=active, shopper=shopper, joined=now,
+            categories=categories, active=active, joined=now,
         )
         rules = runtime.rules
         if rules.welcome_coupon_value:
@@ -345,8 +351,6 @@ class _Year:
         self.members = members
         self.days = max(days, 1)
         self.day_progress = day_progress
-        # A generator of its own, so the members are the same with or without the year.
-        self.rng = random.Random(f"demo-commerce-{demo.seed}")
         self.start = clock.now()
         self.keys = itertools.count(1)
         self.sequence = itertools.count()
@@ -375,8 +379,14 @@ class _Year:
     def at(self, when: datetime, action: Callable[[], None]) -> None:
         heapq.heappush(self.agenda, (when, next(self.sequence), action))
 
-    def hours(self, low: float, high: float) -> timedelta:
-        return timedelta(minutes=round(self.rng.uniform(low, high) * 60))
+    def stream(self, *parts: object) -> random.Random:
+        """A generator of its own for one purpose; the members' generator is untouched, so
+        the members are the same with or without the year."""
+        return random.Random(":".join(str(p) for p in ("demo", self.demo.seed, *parts)))
+
+    @staticmethod
+    def hours(rng: random.Random, low: float, high: float) -> timedelta:
+        return timedelta(minutes=round(rng.uniform(low, high) * 60))
 
     # -- the year --------------------------------------------------------------------------
 
@@ -432,15 +442,17 @@ class _Year:
                     ))
 
     def plan_day(self, day: int, midnight: datetime) -> None:
-        rng = self.rng
         # Members join at seven, after whatever earlier days left for the small hours.
         self.run_until(midnight + timedelta(hours=7))
         self.clock.set(midnight + timedelta(hours=7))
         for index, joins in enumerate(self.join_day):
             if joins == day:
-                shopper = rng.choices(SHOPPERS, weights=[s[2] for s in SHOPPERS])[0]
-                member = self.demo.register(index, shopper)
-                member.likes_points = rng.random() < 0.5
+                member = self.demo.register(index)
+                traits = self.stream(index, "traits")
+                member.shopper = traits.choices(SHOPPERS, weights=[s[2] for s in SHOPPERS])[0]
+                member.likes_points = traits.random() < 0.5
+                member.days_rng = self.stream(index, "days")
+                member.rewards_rng = self.stream(index, "rewards")
                 self.people.append(member)
         self.admin_day(day, midnight)
         year_end_sale = day >= self.days - 10
@@ -452,18 +464,20 @@ class _Year:
                 rate *= 3  # new members try the shop (and their welcome coupon)
             if year_end_sale:
                 rate *= 2.5
-            if rng.random() < rate:
+            if member.days_rng.random() < rate:
                 plan = self.plan_order(member)
-                self.at(midnight + self.hours(8, 23.5), lambda p=plan: self.place(p))
+                self.at(midnight + self.hours(member.days_rng, 8, 23.5),
+                        lambda p=plan: self.place(p))
+            wants_reward = member.rewards_rng.random() < 0.015
             affordable = [
                 r for r in self.rewards
                 if r[1]["cost_points"] <= self.available.get(str(member.member_id), 0)
                 and r[2] > midnight
                 and member.redeemed.get(r[0], 0) < r[1]["per_member_limit"]
             ]
-            if affordable and rng.random() < 0.015:
-                reward = rng.choice(affordable)
-                self.at(midnight + self.hours(8, 23.5),
+            if affordable and wants_reward:
+                reward = member.rewards_rng.choice(affordable)
+                self.at(midnight + self.hours(member.rewards_rng, 8, 23.5),
                         lambda m=member, r=reward: self.redeem(m, r))
 
     def admin_day(self, day: int, midnight: datetime) -> None:
@@ -484,7 +498,8 @@ class _Year:
                     rich[0], -200, "correction: goodwill credit granted twice"))
 
     def plan_order(self, member: DemoMember) -> OrderPlan:
-        rng = self.rng
+        member.orders_placed += 1
+        rng = self.stream(member.index, "order", member.orders_placed)
         premium_bias = member.shopper[3]
         weights = [
             p.weight * (3 if p.category in member.categories else 1)
@@ -515,6 +530,7 @@ class _Year:
         refund_roll = rng.random()
         return OrderPlan(
             member=member,
+            rng=rng,
             lines=lines,
             method=rng.choices(*PAYMENT_METHODS)[0],
             failures=rng.choice([1, 1, 2]) if rng.random() < 0.08 else 0,
@@ -581,37 +597,37 @@ class _Year:
         order_id = placed.aggregate_id
         order = self.runtime.orders.get(order_id)
         if plan.fate == "abandon":
-            self.at(now + self.hours(0.2, 3), lambda: self.cancel(
+            self.at(now + self.hours(plan.rng, 0.2, 3), lambda: self.cancel(
                 plan, order_id, coupon, "member_request", "changed my mind", by_member=True))
             return
         if plan.fate == "timeout":
-            self.at(now + self.hours(24, 26), lambda: self.cancel(
+            self.at(now + self.hours(plan.rng, 24, 26), lambda: self.cancel(
                 plan, order_id, coupon, "payment_timeout", None, by_member=False))
             return
         when = now
         for _ in range(plan.failures):
-            when += self.hours(0.02, 0.2)
+            when += self.hours(plan.rng, 0.02, 0.2)
             self.at(when, lambda: self.fail_payment(plan, order_id, order.total))
-        when += self.hours(0.02, 0.5)
+        when += self.hours(plan.rng, 0.02, 0.5)
         self.at(when, lambda: self.pay(plan, order_id, order.total, bool(order.flags)))
 
     def fail_payment(self, plan: OrderPlan, order_id: uuid.UUID, amount: int) -> None:
         self.runtime.orders.record_payment_failure(
             order_id, plan.method, amount, f"psp-{self.key()}",
-            self.rng.choice(PAYMENT_FAILURES), self.member_meta(plan.member),
+            plan.rng.choice(PAYMENT_FAILURES), self.member_meta(plan.member),
         )
         self.count("payment_failures")
 
     def pay(self, plan: OrderPlan, order_id: uuid.UUID, amount: int, flagged: bool) -> None:
         key = self.key()
-        method = plan.method if not plan.failures else self.rng.choice(["alipay", "wechat_pay"])
+        method = plan.method if not plan.failures else plan.rng.choice(["alipay", "wechat_pay"])
         self.runtime.orders.pay(order_id, method, amount, f"psp-{key}", key,
                                 self.member_meta(plan.member))
         self.count("payments")
         now = self.clock.now()
         if plan.fate == "cancel_after_pay":
-            by_member = self.rng.random() < 0.6
-            self.at(now + self.hours(1, 20), lambda: self.cancel(
+            by_member = plan.rng.random() < 0.6
+            self.at(now + self.hours(plan.rng, 1, 20), lambda: self.cancel(
                 plan, order_id, None,
                 "member_request" if by_member else "stock",
                 "ordered the wrong colour" if by_member else "out of stock at the warehouse",
@@ -619,7 +635,7 @@ class _Year:
         elif flagged:
             self.count("held_for_review")  # paid, waiting for a human: never shipped here
         else:
-            delivered = now + timedelta(days=self.rng.randint(2, 6)) + self.hours(0, 8)
+            delivered = now + timedelta(days=plan.rng.randint(2, 6)) + self.hours(plan.rng, 0, 8)
             self.at(delivered, lambda: self.deliver(plan, order_id))
 
     def cancel(
@@ -650,10 +666,10 @@ class _Year:
         self.count("delivered")
         now = self.clock.now()
         if plan.review and self.rules.review_points:
-            self.at(now + timedelta(days=self.rng.randint(1, 5)) + self.hours(0, 6),
+            self.at(now + timedelta(days=plan.rng.randint(1, 5)) + self.hours(plan.rng, 0, 6),
                     lambda: self.review(plan, order_id))
         if plan.refund:
-            self.at(now + timedelta(days=self.rng.randint(1, 6)) + self.hours(0, 6),
+            self.at(now + timedelta(days=plan.rng.randint(1, 6)) + self.hours(plan.rng, 0, 6),
                     lambda: self.refund(plan, order_id))
 
     def review(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
@@ -667,9 +683,9 @@ class _Year:
         items: list[tuple[str, int]] | None = None
         if plan.refund == "partial":
             order: Order = self.runtime.orders.get(order_id)
-            line = self.rng.choice(order.lines)
-            items = [(line["line_id"], self.rng.randint(1, line["quantity"]))]
-        reason = self.rng.choice(RETURN_REASONS)
+            line = plan.rng.choice(order.lines)
+            items = [(line["line_id"], plan.rng.randint(1, line["quantity"]))]
+        reason = plan.rng.choice(RETURN_REASONS)
         self.runtime.orders.refund(order_id, items, self.key(), self.agent_meta(reason))
         self.count(f"refunds_{plan.refund}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+import projections.commerce_tables  # noqa: F401  (registers its tables on `metadata`)
 from projections.database import DatabaseConfig
 from projections.tables import metadata
 

@@ -229,11 +229,14 @@ class LoyaltyProjection(Projection):
     def on_spend_recorded(self, conn: Connection, event: Any, position: int) -> None:
         account = self._account(conn, event)
         member_id = account["member_id"]
+        # A refund's spend counts where its order's payment counted (`counted_at`), so the
+        # rolling tier window drops both together.
+        counted_at = getattr(event, "counted_at", None) or event.timestamp
         conn.execute(
             insert(loyalty_spend).values(
                 member_id=member_id,
                 entry=self._next_entry(conn, loyalty_spend, member_id),
-                at=utc(event.timestamp),
+                at=utc(counted_at),
                 amount=event.amount,
                 ref=event.ref,
             )
@@ -254,11 +257,14 @@ class LoyaltyProjection(Projection):
             )
         ) or 0)
         replaced = self._lot(conn, member_id, event.lot_id)
+        remaining = event.points - event.settled_debt
+        if not event.pending and remaining == 0:  # all of it went to the debt
+            status = LotStatus.CONSUMED.value
         values = {
             "source": event.source,
             "ref": event.ref,
             "points": event.points,
-            "remaining": event.points - event.settled_debt,
+            "remaining": remaining,
             "clawed_back": 0,
             "status": status,
             "earned_at": utc(event.timestamp),
@@ -306,12 +312,13 @@ class LoyaltyProjection(Projection):
         if event.settled_debt:
             books.settle_debt(AVAILABLE, event.settled_debt, lot["source"], lot["ref"],
                               event.lot_id)
+        remaining = lot["remaining"] - event.settled_debt
         self._update_lot(
             conn, books.member_id, event.lot_id,
-            status=LotStatus.AVAILABLE.value,
+            status=(LotStatus.AVAILABLE if remaining else LotStatus.CONSUMED).value,
             available_at=utc(event.timestamp),
             expires_at=utc(event.expires_at),
-            remaining=lot["remaining"] - event.settled_debt,
+            remaining=remaining,
         )
         self._save_books(books, position)
 

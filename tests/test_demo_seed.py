@@ -1,0 +1,145 @@
+"""The demo year: real commands over a simulated year, deterministic from its seed.
+
+Seeded as the CLI seeds: a Runtime whose AdjustableClock starts at `demo_runtime_clock()`,
+so the year ends at midnight today. The checks read the read models, as a demo audience
+would see them, after the projections have caught up.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Table, func, select
+
+from api.config import Settings
+from api.demo import demo_runtime_clock, seed_demo
+from api.runtime import Runtime
+from domain.clock import AdjustableClock
+from domain.loyalty import account_id_for
+from projections.commerce_tables import coupons, loyalty_accounts, loyalty_ledger, orders, rewards
+from projections.tables import member_profiles
+
+MEMBERS = 8
+SEED = 7
+COMMERCE = ("member_profiles", "orders", "loyalty", "coupons")
+
+
+def demo_runtime(database_url: str, start: datetime) -> Runtime:
+    runtime = Runtime(Settings.from_env(database_url), clock=AdjustableClock(start))
+    assert set(COMMERCE) <= set(runtime.runner.projections)
+    return runtime
+
+
+def seeded(database_url: str, start: datetime, seed: int = SEED) -> Runtime:
+    runtime = demo_runtime(database_url, start)
+    seed_demo(runtime, members=MEMBERS, seed=seed)
+    for name in runtime.runner.projections:
+        runtime.runner.catch_up(name)
+    return runtime
+
+
+@pytest.fixture
+def demo(database_url: str) -> Iterator[Runtime]:
+    runtime = seeded(database_url, demo_runtime_clock())
+    yield runtime
+    runtime.close()
+
+
+def rows(runtime: Runtime, table: Table) -> list[tuple[Any, ...]]:
+    keys = [column for column in table.primary_key.columns]
+    with runtime.sync_engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(select(table).order_by(*keys))]
+
+
+def test_a_demo_year_fills_every_read_model(demo: Runtime) -> None:
+    # The clock ran to midnight today, never into the future.
+    end = demo.clock.now()
+    assert end == demo_runtime_clock(days=0) and end <= datetime.now(UTC)
+    assert all(demo.runner.position(name) == demo.runner.head() for name in COMMERCE)
+
+    with demo.sync_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(member_profiles)) == MEMBERS
+        states = Counter(conn.execute(select(orders.c.state)).scalars())
+        assert {"paid", "delivered", "completed", "cancelled"} <= set(states), states
+        assert states["completed"] > states["delivered"]  # a year of return windows closed
+        refunded = conn.execute(
+            select(orders.c.refunded_amount, orders.c.paid_amount)
+            .where(orders.c.refunded_amount > 0)
+        ).all()
+        assert any(r.refunded_amount < r.paid_amount for r in refunded), "no partial refund"
+        assert any(r.refunded_amount == r.paid_amount for r in refunded), "no full refund"
+        assert conn.scalar(select(func.sum(orders.c.failed_payments))) > 0
+        assert conn.scalar(
+            select(func.count()).where(orders.c.coupon_id.is_not(None))
+            .where(orders.c.state == "completed")
+        ) > 0
+
+        accounts = conn.execute(select(loyalty_accounts)).all()
+        assert len(accounts) == MEMBERS
+        assert sum(1 for a in accounts if a.available > 0) >= MEMBERS // 2
+        assert any(a.lifetime_redeemed > 0 for a in accounts)
+        assert {a.tier for a in accounts} - {"regular"}, "nobody was promoted in a year"
+
+        ledger = Counter(conn.execute(select(loyalty_ledger.c.kind)).scalars())
+        assert {"earned", "released", "debited"} <= set(ledger), ledger
+        causes = set(conn.execute(select(loyalty_ledger.c.cause).distinct()).scalars())
+        assert {"order", "review", "reward", "adjustment"} <= causes, causes
+
+        wallet = Counter(conn.execute(select(coupons.c.source, coupons.c.status)).all())
+        assert wallet[("redemption", "used")] + wallet[("redemption", "available")] > 0, wallet
+        assert wallet[("welcome", "used")] > 0, wallet
+        catalogue = conn.execute(select(rewards)).all()
+        assert len(catalogue) >= 3 and sum(r.redeemed_count for r in catalogue) > 0
+
+    # The read model agrees with the aggregates it was projected from.
+    for account in accounts:
+        aggregate = demo.loyalty.account(account.member_id)
+        assert aggregate.id == account_id_for(account.member_id)
+        assert (account.available, account.pending, account.debt, account.tier) == (
+            aggregate.available, aggregate.pending, aggregate.debt, aggregate.tier
+        )
+
+
+def test_rebuilding_every_projection_reproduces_the_demo_tables(demo: Runtime) -> None:
+    tables = [t for name in demo.runner.projections for t in demo.runner.projections[name].tables]
+    live = {table.name: rows(demo, table) for table in tables}
+    assert live["orders"] and live["loyalty_ledger"] and live["coupons"]
+
+    for name in demo.runner.projections:
+        assert demo.runner.rebuild(name) == demo.runner.head()
+
+    assert {table.name: rows(demo, table) for table in tables} == live
+
+
+def summary(runtime: Runtime) -> tuple[Counter[tuple[str, int]], int, Counter[str]]:
+    with runtime.sync_engine.connect() as conn:
+        return (
+            Counter(
+                (state, pricing["total"])
+                for state, pricing in conn.execute(select(orders.c.state, orders.c.pricing))
+            ),
+            int(conn.scalar(select(func.sum(loyalty_accounts.c.available))) or 0),
+            Counter(conn.execute(select(loyalty_ledger.c.kind)).scalars()),
+        )
+
+
+def test_the_same_seed_gives_the_same_year(sqlite_template: Path, tmp_path: Path) -> None:
+    start = demo_runtime_clock()
+    results = []
+    for name, seed in (("a", SEED), ("b", SEED), ("c", SEED + 1)):
+        target = tmp_path / f"{name}.db"
+        shutil.copyfile(sqlite_template, target)
+        runtime = seeded(f"sqlite:///{target}", start, seed)
+        try:
+            results.append(summary(runtime))
+        finally:
+            runtime.close()
+    first, second, other = results
+    assert first == second
+    assert first[0] != other[0]
