@@ -34,7 +34,7 @@ from domain.loyalty import CreditSource, DebitKind, LoyaltyAccount, account_id_f
 from domain.loyalty_rules import LoyaltyRules
 from domain.member import Member, MemberStatus
 from domain.metadata import EventMetadata
-from domain.order import Order, validate_lines
+from domain.order import Order, OrderState, validate_lines
 from domain.pricing import price_order
 
 ORDER_NAMESPACE = uuid.UUID("8b0e7c52-36f4-4b4a-9a61-2b7d1f0c9e11")
@@ -330,6 +330,33 @@ class LoyaltyService:
             account.credit(source, ref, points, self.rules, now, meta, once_marker=marker)
 
         return self._on_account(member_id, meta, act)
+
+    def award_review(
+        self, member_id: UUID, order_id: UUID, line_id: str, text: str, meta: EventMetadata
+    ) -> CommandResult:
+        """Review points for a written review of a purchased line, once per line."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("only reviews with text earn points", "text")
+
+        def decide(session: Session) -> LoyaltyAccount:
+            now = self.clock.now()
+            order = session.get(Order, order_id)
+            if order.member_id != str(member_id):
+                raise NotFoundError(f"order {order_id} not found", "order_id")
+            order.line(line_id)  # raises for a line the order does not have
+            if order.state not in (OrderState.DELIVERED, OrderState.COMPLETED):
+                raise InvalidTransitionError(
+                    f"only delivered purchases can be reviewed; the order is {order.state}",
+                    current_state=order.state, attempted="review",
+                )
+            account = account_for(session, str(member_id), now, meta)
+            account.credit(
+                CreditSource.REVIEW, f"{order_id}:{line_id}", self.rules.review_points,
+                self.rules, now, meta, once_marker=f"review:{order_id}:{line_id}",
+            )
+            return account
+
+        return self.uow.result_of(self.uow.run(decide))
 
     def redeem_reward(
         self, member_id: UUID, reward_id: UUID, key: str, meta: EventMetadata

@@ -1,0 +1,53 @@
+"""Service-level rules that the API does not expose yet (reviews arrive with issue 6)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from api.runtime import Runtime
+from domain.errors import InvalidTransitionError, NotFoundError, ValidationError
+from domain.loyalty import CreditSource
+from domain.metadata import Channel, EventMetadata, Role
+
+
+def meta(actor: str, role: Role = Role.MEMBER, reason: str | None = None) -> EventMetadata:
+    return EventMetadata(actor, role, Channel.APP, "c", None, uuid.uuid4().hex, reason)
+
+
+LINES = [{"product_id": "p1", "sku": "S1", "name": "Mug", "quantity": 2, "unit_price": 3_000},
+         {"product_id": "p2", "sku": "S2", "name": "Tea", "quantity": 1, "unit_price": 5_000}]
+
+
+def delivered_order(runtime: Runtime) -> tuple[uuid.UUID, uuid.UUID]:
+    member = runtime.members.register({"name": "Rita", "email": "rita@example.com"},
+                                      meta("anon", Role.ANONYMOUS)).aggregate_id
+    own = meta(str(member))
+    order = runtime.orders.place(member, LINES, None, 0, "k1", own)
+    total = runtime.orders.get(order.aggregate_id).total
+    runtime.orders.pay(order.aggregate_id, "card", total, None, "pay-1", own)
+    return member, order.aggregate_id
+
+
+def test_a_written_review_of_a_delivered_line_earns_points_once(runtime: Runtime) -> None:
+    member, order = delivered_order(runtime)
+    own = meta(str(member))
+    with pytest.raises(InvalidTransitionError):
+        runtime.loyalty.award_review(member, order, "L1", "Lovely mug", own)
+    runtime.orders.mark_delivered(order, meta("agent", Role.AGENT, "courier confirmed"))
+    runtime.loyalty.award_review(member, order, "L1", "Lovely mug", own)
+    runtime.loyalty.award_review(member, order, "L1", "Still lovely", own)  # once per line
+    runtime.loyalty.award_review(member, order, "L2", "Good tea", own)
+    account = runtime.loyalty.account(member)
+    reviews = [lot for lot in account.lots.values() if lot["source"] == CreditSource.REVIEW]
+    assert [lot["points"] for lot in reviews] == [runtime.rules.review_points] * 2
+
+    with pytest.raises(ValidationError):
+        runtime.loyalty.award_review(member, order, "L1", "   ", own)
+    with pytest.raises(NotFoundError):
+        runtime.loyalty.award_review(member, order, "L9", "Which line?", own)
+    stranger = runtime.members.register({"name": "Sam", "email": "sam@example.com"},
+                                        meta("anon", Role.ANONYMOUS)).aggregate_id
+    with pytest.raises(NotFoundError):
+        runtime.loyalty.award_review(stranger, order, "L1", "Not mine", meta(str(stranger)))
