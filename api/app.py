@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -68,9 +68,11 @@ class PatronGraphQL(GraphQL):
             causation_id=header_id(request, "x-causation-id"),
             channel_header=request.headers.get("x-patron-channel"),
             min_position=state.get("min_position", 0),
-            response_headers=response.headers,
+            # A websocket has no response headers to add to once it is open.
+            response_headers={} if isinstance(response, WebSocket) else response.headers,
         )
-        response.headers["X-Request-Id"] = request_id
+        if not isinstance(response, WebSocket):
+            response.headers["X-Request-Id"] = request_id
         return {"request": request, "response": response, "patron": patron}
 
 
@@ -89,7 +91,7 @@ class RequestGate:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
+        request = HTTPConnection(scope)
         request_id = new_request_id(request)
         try:
             principal = principal_from_authorization(

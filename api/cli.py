@@ -30,7 +30,7 @@ def _settings(database_url: str | None, **overrides: Any) -> Settings:
         raise click.ClickException(str(error)) from None
 
 
-def _runtime(settings: Settings, *, migrate_first: bool = False) -> Any:
+def _runtime(settings: Settings, *, migrate_first: bool = False, clock: Any = None) -> Any:
     """A runtime on a migrated database; only commands that write data migrate first."""
     from api.runtime import Runtime, migrate
 
@@ -39,7 +39,7 @@ def _runtime(settings: Settings, *, migrate_first: bool = False) -> Any:
             migrate(settings.database)
         else:
             _require_migrated(settings.database)
-        return Runtime(settings)
+        return Runtime(settings, clock=clock)
     except click.ClickException:
         raise
     except Exception as error:
@@ -107,10 +107,12 @@ def serve(host: str, port: int, database_url: str | None, demo: bool, projection
 def _seed_if_empty(settings: Settings, members: int = 50, seed: int = 7) -> None:
     from sqlalchemy import func, select
 
-    from api.demo import seed_demo
+    from api.demo import DEMO_DAYS, demo_runtime_clock, seed_demo
+    from domain.clock import AdjustableClock
     from projections.tables import member_profiles
 
-    runtime = _runtime(settings, migrate_first=True)
+    clock = AdjustableClock(demo_runtime_clock(DEMO_DAYS))
+    runtime = _runtime(settings, migrate_first=True, clock=clock)
     try:
         head = runtime.runner.head()
         with runtime.sync_engine.connect() as conn:
@@ -118,8 +120,8 @@ def _seed_if_empty(settings: Settings, members: int = 50, seed: int = 7) -> None
         if head or existing:
             click.echo("demo: the database already has events; not seeding")
             return
-        with click.progressbar(length=members, label="seeding demo members") as bar:
-            seed_demo(runtime, members=members, seed=seed, progress=bar.update)
+        with click.progressbar(length=DEMO_DAYS, label="seeding a demo year") as bar:
+            seed_demo(runtime, members=members, seed=seed, day_progress=bar.update)
         runtime.runner.run_once()
     finally:
         runtime.close()
@@ -273,15 +275,27 @@ def seed() -> None:
 @seed.command("demo")
 @click.option("--members", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--seed", "seed_value", default=7, show_default=True, type=int)
+@click.option("--days", default=365, show_default=True, type=click.IntRange(0, 3650),
+              help="Days of commerce to simulate, ending today (0: members only).")
 @database_option
-def seed_demo_command(members: int, seed_value: int, database_url: str | None) -> None:
-    """Write a deterministic demo population through the real command path."""
-    from api.demo import seed_demo
+def seed_demo_command(
+    members: int, seed_value: int, days: int, database_url: str | None
+) -> None:
+    """Write a deterministic demo population, and a year of its commerce, through the real
+    command path."""
+    from api.demo import demo_runtime_clock, seed_demo
+    from domain.clock import AdjustableClock
 
-    runtime = _runtime(_settings(database_url), migrate_first=True)
+    clock = AdjustableClock(demo_runtime_clock(days)) if days else None
+    runtime = _runtime(_settings(database_url), migrate_first=True, clock=clock)
     try:
-        with click.progressbar(length=members, label="seeding demo members") as bar:
-            seed_demo(runtime, members=members, seed=seed_value, progress=bar.update)
+        if days:
+            with click.progressbar(length=days, label=f"simulating {days} days") as bar:
+                seed_demo(runtime, members=members, seed=seed_value, days=days,
+                          day_progress=bar.update)
+        else:
+            with click.progressbar(length=members, label="seeding demo members") as bar:
+                seed_demo(runtime, members=members, seed=seed_value, progress=bar.update)
         with click.progressbar(length=runtime.runner.head(), label="projecting") as bar:
             for name in runtime.runner.projections:
                 runtime.runner.catch_up(name, progress=bar.update)

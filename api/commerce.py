@@ -179,11 +179,19 @@ class OrderService:
         provider_reference: str | None,
         reason: str,
         meta: EventMetadata,
+        key: str | None = None,
     ) -> CommandResult:
+        """A failed attempt; with a key, a repeated report of it is recorded once."""
+        attempt_id = check_key(key) if key is not None else ""
+        fingerprint = request_hash("failed", method, amount, provider_reference, reason)
+
         def decide(session: Session) -> Order:
             now = self.clock.now()
             order = session.get(Order, order_id)
-            order.record_payment_failure(method, amount, provider_reference, reason, now, meta)
+            if not order.record_payment_failure(method, amount, provider_reference, reason, now,
+                                                meta, attempt_id=attempt_id,
+                                                request_hash=fingerprint):
+                return order  # the same failure reported again
             if order.failed_payments >= self.rules.max_failed_payments:
                 order.flag_for_review(
                     "repeated_payment_failures",

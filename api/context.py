@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from api.auth import Principal
 from api.runtime import Runtime
@@ -20,7 +20,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 CLIENT_CHANNELS = (Channel.WEB, Channel.APP, Channel.MINI_PROGRAM, Channel.STORE)
 
 
-def header_id(request: Request, name: str) -> str | None:
+def header_id(request: HTTPConnection, name: str) -> str | None:
     value = request.headers.get(name)
     return value if value and _SAFE_ID.match(value) else None
 
@@ -28,7 +28,7 @@ def header_id(request: Request, name: str) -> str | None:
 @dataclass
 class RequestContext:
     runtime: Runtime
-    request: Request
+    request: HTTPConnection
     principal: Principal
     request_id: str
     correlation_id: str
@@ -84,11 +84,11 @@ class RequestContext:
         return max(self.min_position, self.runtime.writes.last(self.principal.subject))
 
 
-def new_request_id(request: Request) -> str:
+def new_request_id(request: HTTPConnection) -> str:
     return header_id(request, "x-request-id") or uuid.uuid4().hex
 
 
-def parse_min_position(request: Request) -> int:
+def parse_min_position(request: HTTPConnection) -> int:
     raw = request.headers.get("x-patron-min-position")
     if raw is None:
         return 0

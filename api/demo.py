@@ -34,7 +34,7 @@ from api.commerce import COUPON_NAMESPACE
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.errors import DomainError
-from domain.loyalty import CreditSource, account_id_for
+from domain.loyalty import account_id_for
 from domain.metadata import Channel, EventMetadata, Role
 from domain.order import Order
 from domain.pricing import CouponTerms, coupon_discount, max_points_for
@@ -110,6 +110,9 @@ PAYMENT_METHODS = (["alipay", "wechat_pay", "card", "cash_on_delivery", "store_c
                    [40, 35, 19, 4, 2])
 PAYMENT_FAILURES = ["card declined", "insufficient balance", "payment provider timeout",
                     "3-D Secure check failed"]
+REVIEWS = ["Exactly as described, fast delivery.", "Good value for the price.",
+           "Nice quality, would buy again.", "Smaller than expected but works well.",
+           "Gift for my mother, she loves it."]
 RETURN_REASONS = ["returned: damaged in transit", "returned: wrong size",
                   "returned: not as described", "returned: changed mind within window"]
 REWARDS = [
@@ -612,9 +615,10 @@ class _Year:
         self.at(when, lambda: self.pay(plan, order_id, order.total, bool(order.flags)))
 
     def fail_payment(self, plan: OrderPlan, order_id: uuid.UUID, amount: int) -> None:
+        key = self.key()
         self.runtime.orders.record_payment_failure(
-            order_id, plan.method, amount, f"psp-{self.key()}",
-            plan.rng.choice(PAYMENT_FAILURES), self.member_meta(plan.member),
+            order_id, plan.method, amount, f"psp-{key}", plan.rng.choice(PAYMENT_FAILURES),
+            self.member_meta(plan.member), key=key,
         )
         self.count("payment_failures")
 
@@ -673,11 +677,14 @@ class _Year:
                     lambda: self.refund(plan, order_id))
 
     def review(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
-        self.runtime.loyalty.award(
-            plan.member.member_id, CreditSource.REVIEW, str(order_id), self.rules.review_points,
-            f"review:{order_id}", self.member_meta(plan.member),
-        )
-        self.count("reviews")
+        """A written review of one or two of the lines bought: points once per line."""
+        lines = [f"L{n}" for n in range(1, len(plan.lines) + 1)]
+        for line_id in plan.rng.sample(lines, min(len(lines), plan.rng.choice([1, 1, 2]))):
+            self.runtime.loyalty.award_review(
+                plan.member.member_id, order_id, line_id, plan.rng.choice(REVIEWS),
+                self.member_meta(plan.member),
+            )
+            self.count("reviews")
 
     def refund(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
         items: list[tuple[str, int]] | None = None

@@ -29,6 +29,7 @@ from domain.loyalty import CreditSource, LoyaltyAccount, account_id_for
 from domain.loyalty_rules import LoyaltyRules
 from domain.member import Member
 from domain.metadata import EventMetadata
+from domain.order import Order
 from domain.pricing import CouponTerms
 
 log = logging.getLogger("patron.service")
@@ -45,7 +46,12 @@ class PatronApplication(Application[UUID]):
 
     def __init__(self, env: Mapping[str, str], keys: DataKeyStore, snapshot_interval: int) -> None:
         self.keys = keys
-        self.snapshotting_intervals = {Member: snapshot_interval}  # type: ignore[misc]
+        # Accounts and orders grow long too: a loyal member's account gains events forever.
+        self.snapshotting_intervals = {  # type: ignore[misc]
+            Member: snapshot_interval,
+            LoyaltyAccount: snapshot_interval,
+            Order: snapshot_interval,
+        }
         super().__init__({**env, "IS_SNAPSHOTTING_ENABLED": "y"})
 
     def construct_mapper(self) -> PersonalDataMapper:

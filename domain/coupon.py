@@ -139,7 +139,8 @@ class Coupon(Aggregate):
         self.trigger_event(self.Reserved, timestamp=now, order_id=order_id, meta=meta.as_dict())
 
     def release(self, order_id: str, now: datetime, meta: EventMetadata) -> None:
-        if self.status == CouponStatus.RESERVED and self.order_id == order_id:
+        """Give the coupon back when its order is cancelled, whether reserved or used."""
+        if self.status != CouponStatus.AVAILABLE and self.order_id == order_id:
             self.trigger_event(self.Released, timestamp=now, order_id=order_id,
                                meta=meta.as_dict())
 

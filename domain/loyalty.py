@@ -447,6 +447,9 @@ class LoyaltyAccount(Aggregate):
             lot = account.lots[self.lot_id]
             if not self.pending and lot["remaining"] == 0:
                 lot["status"] = LotStatus.CONSUMED.value
+            if self.source == CreditSource.POINTS_RETURNED:
+                # Points given back for a cancelled order were never really redeemed.
+                account.redemptions = [r for r in account.redemptions if r["ref"] != self.ref]
             if self.marker:
                 account.markers[self.marker] = self.ref
             if self.key:

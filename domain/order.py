@@ -159,6 +159,7 @@ class Order(Aggregate):
         self.state: str = OrderState.PLACED.value
         self.payments: dict[str, dict[str, Any]] = {}
         self.failed_payments = 0
+        self.failed_attempts: dict[str, str] = {}
         self.flags: dict[str, str] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
         self.refunded_quantities: dict[str, int] = {line["line_id"]: 0 for line in lines}
@@ -238,8 +239,16 @@ class Order(Aggregate):
 
     def record_payment_failure(
         self, method: Any, amount: int, provider_reference: str | None, reason: str,
-        now: datetime, meta: EventMetadata,
-    ) -> None:
+        now: datetime, meta: EventMetadata, *, attempt_id: str = "", request_hash: str = "",
+    ) -> bool:
+        """Record a failed attempt; returns False for a repeated report of the same attempt."""
+        seen = self.failed_attempts.get(attempt_id) if attempt_id else None
+        if seen is not None:
+            if seen != request_hash:
+                raise IdempotencyConflictError(
+                    "this idempotency key was already used for a different payment attempt"
+                )
+            return False
         self._require("record a failed payment for", OrderState.PLACED)
         method_value = _payment_method(method)
         reason = reason.strip()[:200] if isinstance(reason, str) else ""
@@ -249,8 +258,9 @@ class Order(Aggregate):
             self.PaymentFailed,
             now,
             method=method_value, amount=amount, provider_reference=provider_reference,
-            reason=reason, meta=meta.as_dict(),
+            reason=reason, attempt_id=attempt_id, request_hash=request_hash, meta=meta.as_dict(),
         )
+        return True
 
     def flag_for_review(self, rule: str, detail: str, now: datetime, meta: EventMetadata) -> bool:
         if rule in self.flags:
@@ -359,7 +369,8 @@ class Order(Aggregate):
         assert closes is not None
         if now < closes:
             raise InvalidTransitionError(
-                f"the return window is open until {closes.isoformat()}",
+                f"cannot complete an order that is {self.state}: the return window is open "
+                f"until {closes.isoformat()}",
                 current_state=self.state,
                 attempted="complete",
             )
@@ -397,9 +408,13 @@ class Order(Aggregate):
         provider_reference: str | None
         reason: str
         meta: dict[str, Any]
+        attempt_id: str = ""
+        request_hash: str = ""
 
         def apply(self, order: Any) -> None:
             order.failed_payments += 1
+            if self.attempt_id:
+                order.failed_attempts[self.attempt_id] = self.request_hash
 
     class FlaggedForReview(Aggregate.Event):
         rule: str

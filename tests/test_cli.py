@@ -74,7 +74,9 @@ def tag_rows(engine: Engine) -> list[dict[str, Any]]:
 
 
 def seed(database_url: str, members: int = 5, seed_value: int = 3) -> Result:
-    result = run(database_url, "seed", "demo", "--members", str(members), "--seed", str(seed_value))
+    # A month of commerce keeps these tests quick; tests/test_demo_seed.py covers the year.
+    result = run(database_url, "seed", "demo", "--members", str(members), "--seed",
+                 str(seed_value), "--days", "30")
     assert result.exit_code == 0, result.output
     return result
 

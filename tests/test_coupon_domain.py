@@ -311,18 +311,23 @@ def test_another_order_cannot_release_the_coupon() -> None:
     assert c.order_id == "order-1"
 
 
-def test_releasing_an_available_or_used_coupon_does_nothing() -> None:
+def test_releasing_an_available_coupon_does_nothing() -> None:
     c = coupon()
     c.release("order-1", T0, MEMBER)
     assert c.collect_events() == []
     assert c.status == CouponStatus.AVAILABLE
 
+
+def test_a_used_coupon_comes_back_only_when_its_own_order_is_cancelled() -> None:
     c = reserved("order-1")
     c.use("order-1", T0 + DAY, MEMBER)
     c.collect_events()
-    c.release("order-1", T0 + 2 * DAY, MEMBER)
+    c.release("order-2", T0 + 2 * DAY, MEMBER)
     assert c.collect_events() == []
     assert c.status == CouponStatus.USED
+    c.release("order-1", T0 + 2 * DAY, MEMBER)
+    assert len(c.collect_events()) == 1
+    assert c.status == CouponStatus.AVAILABLE and c.order_id is None
 
 
 # -- using ----------------------------------------------------------------------------------

@@ -164,10 +164,17 @@ async def adjust(client: httpx.AsyncClient, who: Shopper, points: int,
     return account
 
 
-async def read_order(client: httpx.AsyncClient, order_id: str, token: str = AGENT,
+async def find_order(client: httpx.AsyncClient, order_id: str, token: str = AGENT,
                      headers: dict[str, str] | None = None) -> dict[str, Any] | None:
     body = await gql(client, ORDER, {"id": order_id}, token=token, headers=headers)
     order: dict[str, Any] | None = data(body)["order"]
+    return order
+
+
+async def read_order(client: httpx.AsyncClient, order_id: str, token: str = AGENT,
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
+    order = await find_order(client, order_id, token, headers)
+    assert order is not None
     return order
 
 
@@ -420,7 +427,7 @@ async def test_impossible_transitions_name_the_state_and_record_nothing(
     assert undelivered["code"] == "INVALID_TRANSITION"
     assert "placed" in undelivered["message"] and "complete" in undelivered["message"]
     assert head(live_runtime) == before
-    assert (await read_order(client, delivered["id"]))["state"] == "DELIVERED"  # type: ignore[index]
+    assert (await read_order(client, delivered["id"]))["state"] == "DELIVERED"
 
 
 async def test_completing_inside_the_return_window_names_the_state_and_the_attempt(
@@ -589,13 +596,12 @@ async def test_a_delivered_order_completes_when_its_return_window_closes(
 
     clock.advance(timedelta(days=6))
     headers = await tick(live_runtime)
-    assert (await read_order(client, order["id"], headers=headers))["state"] == "DELIVERED"  # type: ignore[index]
+    assert (await read_order(client, order["id"], headers=headers))["state"] == "DELIVERED"
     assert (await loyalty(client, ann, headers))["pending"] == 1_000
 
     clock.advance(timedelta(days=2))
     headers = await tick(live_runtime)
     completed = await read_order(client, order["id"], headers=headers)
-    assert completed is not None
     assert completed["state"] == "COMPLETED"
     assert [h["state"] for h in completed["history"]] == [
         "PLACED", "PAID", "DELIVERED", "COMPLETED"]
@@ -664,12 +670,12 @@ async def test_a_member_can_neither_read_nor_act_on_another_members_order(
     bob = await shopper(client, "Bob Ma")
     order = await place(client, ann, [line("lamp", 1, 6_500)])
 
-    assert await read_order(client, order["id"], token=bob.token) is None
+    assert await find_order(client, order["id"], token=bob.token) is None
     node = data(await gql(client, "query N($id: ID!) { node(id: $id) { id } }",
                           {"id": order["id"]}, token=bob.token))
     assert node["node"] is None
-    assert (await read_order(client, order["id"], token=ann.token))["id"] == order["id"]  # type: ignore[index]
-    assert (await read_order(client, order["id"], token=AUDITOR))["id"] == order["id"]  # type: ignore[index]
+    assert (await read_order(client, order["id"], token=ann.token))["id"] == order["id"]
+    assert (await read_order(client, order["id"], token=AUDITOR))["id"] == order["id"]
     anonymous = await gql(client, ORDER, {"id": order["id"]})
     assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
@@ -767,3 +773,19 @@ async def test_staff_list_orders_newest_first_with_filters_and_pages(
                           token=ann.token))["me"]["orders"]
     assert mine["totalCount"] == 3 and mine["pageInfo"]["hasNextPage"] is True
     assert [e["node"]["id"] for e in mine["edges"]] == [placed[3]["id"], placed[1]["id"]]
+
+
+async def test_a_retried_failed_payment_report_is_recorded_once(
+    client: httpx.AsyncClient, live_runtime: Runtime
+) -> None:
+    ann = await shopper(client)
+    order = await place(client, ann, [line("lamp", 1, 6_500)])
+    failure = {"orderId": order["id"], "method": "CARD", "amount": 7_500, "outcome": "FAILED",
+               "failureReason": "card declined", "idempotencyKey": "attempt-1"}
+    first = ok(await mutate(client, PAY_ORDER, failure, ann.token))
+    assert first["order"]["failedPayments"] == 1
+    before = head(live_runtime)
+    # The payment provider's callback is delivered again: same key, same input.
+    retry = ok(await mutate(client, PAY_ORDER, failure, ann.token))
+    assert retry["order"]["failedPayments"] == 1
+    assert head(live_runtime) == before

@@ -21,7 +21,7 @@ from tests.conftest import TEST_SECRET
 from tests.graphql import token_for
 
 REPO = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 30.0
+STARTUP_TIMEOUT = 120.0  # `serve --demo` first simulates a year of commerce
 SHUTDOWN_TIMEOUT = 10.0
 
 

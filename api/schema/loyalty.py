@@ -673,6 +673,8 @@ def _subscriber(info: strawberry.Info) -> str:
             principal = principal_from_authorization(header, ctx.runtime.settings.secret_key)
         except DomainError as error:
             raise ApiError.from_domain(error) from None
+    if principal.role is Role.ANONYMOUS:
+        raise ApiError("subscribe with a member token", ErrorCode.UNAUTHENTICATED.value)
     if principal.role is not Role.MEMBER:
         raise ApiError("subscribe with a member token", ErrorCode.FORBIDDEN.value)
     return principal.subject
@@ -684,7 +686,7 @@ POLL_SECONDS = 0.25
 @strawberry.type
 class LoyaltySubscriptions:
     @strawberry.subscription(
-        description="The signed-in member's account, whenever their points or tier change."
+        description="The signed-in member's account now, then whenever points or tier change."
     )
     async def points_changed(
         self, info: strawberry.Info
@@ -695,7 +697,6 @@ class LoyaltySubscriptions:
         while True:
             row = await get_account(engine, member_id)
             if row is not None and row["version"] != last_version:
-                if last_version is not None:
-                    yield LoyaltyAccount.from_row(row)
                 last_version = row["version"]
+                yield LoyaltyAccount.from_row(row)
             await asyncio.sleep(POLL_SECONDS)

@@ -548,10 +548,12 @@ class OrderMutations:
     async def pay_order(self, info: strawberry.Info, input: PayOrderInput) -> PayOrderPayload:
         def act(ctx: RequestContext, meta: EventMetadata) -> CommandResult:
             order_id = owned_order(ctx, input.order_id)
+            if ctx.principal.is_staff:
+                meta.require_reason()
             if input.outcome is PaymentOutcome.FAILED:
                 return ctx.runtime.orders.record_payment_failure(
                     order_id, input.method.value, input.amount, input.provider_reference,
-                    input.failure_reason or "", meta,
+                    input.failure_reason or "", meta, key=input.idempotency_key,
                 )
             return ctx.runtime.orders.pay(
                 order_id, input.method.value, input.amount, input.provider_reference,
