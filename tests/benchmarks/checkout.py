@@ -24,23 +24,17 @@ projection handles, without applying them, on another fresh Runtime.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import httpx
 
-from api.app import create_app
-from api.auth import mint_token
 from api.config import Settings
 from api.demo import CATALOGUE, demo_runtime_clock, seed_demo
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
-from domain.metadata import Role
 from tests.benchmarks.common import (
-    LiveServer,
     LoadResult,
     benchmark_parser,
     drive_http,
@@ -48,10 +42,12 @@ from tests.benchmarks.common import (
     environment_figures,
     http_clients,
     log,
+    member_tokens,
     metadata_for,
     ratio,
     register_members,
     run_benchmark,
+    serve_and_drive,
 )
 
 PROJECTION = "loyalty"
@@ -228,21 +224,11 @@ def checkout_figures(args: argparse.Namespace, settings: Settings) -> dict[str, 
         applied = read // len(names)
         log(f"{len(names)} projections caught up on {applied} events in {catch_up_s:.2f}s")
 
-        tokens = {
-            member_id: mint_token(
-                settings.secret_key, Role.MEMBER, str(member_id), expires_in=timedelta(hours=6)
-            )
-            for member_id in warmup_members + http_members
-        }
-        app = create_app(runtime=runtime, migrate_on_start=False, run_projections=False)
-        runtime.start_projections()
-        with LiveServer(app, on_shutdown=lambda: runtime.async_engine.dispose()) as server:
-            http = asyncio.run(
-                http_phase(
-                    server.base_url, tokens, warmup_members, http_members,
-                    args.concurrency, args.checkouts, args.warmup,
-                )
-            )
+        tokens = member_tokens(settings.secret_key, warmup_members + http_members)
+        http = serve_and_drive(runtime, lambda base_url: http_phase(
+            base_url, tokens, warmup_members, http_members,
+            args.concurrency, args.checkouts, args.warmup,
+        ))
         log(http.describe(f"HTTP GraphQL checkouts, {args.concurrency} clients"))
     finally:
         runtime.close()

@@ -17,21 +17,15 @@ another phase appended. Clients and server share this process (and its GIL).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import httpx
 
-from api.app import create_app
-from api.auth import mint_token
 from api.config import Settings
 from api.runtime import Runtime
-from domain.metadata import Role
 from tests.benchmarks.common import (
-    LiveServer,
     LoadResult,
     benchmark_parser,
     drive_http,
@@ -39,10 +33,12 @@ from tests.benchmarks.common import (
     environment_figures,
     http_clients,
     log,
+    member_tokens,
     metadata_for,
     ratio,
     register_members,
     run_benchmark,
+    serve_and_drive,
 )
 
 PROJECTION = "member_profiles"
@@ -154,21 +150,11 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         catch_up_s = time.perf_counter() - begun
         log(f"projection caught up on {applied} events in {catch_up_s:.2f}s")
 
-        tokens = {
-            member_id: mint_token(
-                settings.secret_key, Role.MEMBER, str(member_id), expires_in=timedelta(hours=6)
-            )
-            for member_id in warmup_members + http_members
-        }
-        app = create_app(runtime=runtime, migrate_on_start=False, run_projections=False)
-        runtime.start_projections()
-        with LiveServer(app, on_shutdown=lambda: runtime.async_engine.dispose()) as server:
-            http = asyncio.run(
-                http_phase(
-                    server.base_url, tokens, warmup_members, http_members,
-                    args.concurrency, args.commands, args.warmup,
-                )
-            )
+        tokens = member_tokens(settings.secret_key, warmup_members + http_members)
+        http = serve_and_drive(runtime, lambda base_url: http_phase(
+            base_url, tokens, warmup_members, http_members,
+            args.concurrency, args.commands, args.warmup,
+        ))
         log(http.describe(f"HTTP GraphQL, {args.concurrency} clients"))
     finally:
         runtime.close()

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -414,3 +415,23 @@ class LiveServer:
         self._socket.close()
         if self._error is not None:
             raise RuntimeError("the server thread failed") from self._error
+
+
+def member_tokens(secret: str, members: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Bearer tokens for the members a benchmark acts as, valid for any run length."""
+    from api.auth import mint_token
+
+    return {
+        member: mint_token(secret, Role.MEMBER, str(member), expires_in=timedelta(hours=6))
+        for member in members
+    }
+
+
+def serve_and_drive(runtime: Runtime, drive: Callable[[str], Awaitable[LoadResult]]) -> LoadResult:
+    """Serve the runtime's API on a real socket, projections running, and drive load at it."""
+    from api.app import create_app
+
+    app = create_app(runtime=runtime, migrate_on_start=False, run_projections=False)
+    runtime.start_projections()
+    with LiveServer(app, on_shutdown=lambda: runtime.async_engine.dispose()) as server:
+        return asyncio.run(drive(server.base_url))
