@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 
 from api.runtime import Runtime
+from domain.clock import AdjustableClock
 from domain.errors import InvalidTransitionError, NotFoundError, ValidationError
 from domain.loyalty import CreditSource
 from domain.metadata import Channel, EventMetadata, Role
@@ -51,3 +54,35 @@ def test_a_written_review_of_a_delivered_line_earns_points_once(runtime: Runtime
                                         meta("anon", Role.ANONYMOUS)).aggregate_id
     with pytest.raises(NotFoundError):
         runtime.loyalty.award_review(stranger, order, "L1", "Not mine", meta(str(stranger)))
+
+
+def test_two_schedulers_ticking_at_once_emit_each_due_event_once(
+    runtime: Runtime, clock: AdjustableClock
+) -> None:
+    member, order = delivered_order(runtime)
+    runtime.orders.mark_delivered(order, meta("agent", Role.AGENT, "courier confirmed"))
+    clock.advance(timedelta(days=runtime.rules.return_window_days, minutes=1))
+    runtime.runner.run_once()  # the schedulers find their work in the read models
+    head = runtime.runner.head()
+    barrier = threading.Barrier(2)
+    reports = []
+
+    def tick() -> None:
+        barrier.wait()
+        reports.append(runtime.scheduler.tick())
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(report.errors == [] for report in reports)
+    recorded = [
+        type(n).__qualname__
+        for n in (runtime.app.mapper.to_domain_event(x) for x in
+                  runtime.app.recorder.select_notifications(start=head + 1, limit=100))
+    ]
+    assert sorted(recorded) == ["LoyaltyAccount.PointsReleased", "Order.Completed"]
+    account = runtime.loyalty.account(member)
+    assert account.pending == 0 and account.available > 0
+    assert runtime.orders.get(order).state == "completed"
