@@ -144,20 +144,25 @@ class PersonalDataCipher:
 
 
 class PersonalDataMapper(Mapper[Any]):
-    """Encrypts the `personal` attribute of events and snapshots, nothing else."""
+    """Encrypts the `personal` attribute of events and snapshots, nothing else.
+
+    The key is the member's whose data it is: the event's (or snapshot's) `member_id` when
+    it has one (a shipment's address belongs to its member), else the aggregate's own id.
+    """
 
     personal_data: PersonalDataCipher
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         state = dict(vars(domain_event))
-        member_id = str(state["originator_id"])
         if isinstance(domain_event, Snapshot):
             inner = dict(state["state"])
             if inner.get(PERSONAL) is not None:
-                inner[PERSONAL] = self.personal_data.encrypt(member_id, inner[PERSONAL])
+                owner = str(inner.get("member_id") or state["originator_id"])
+                inner[PERSONAL] = self.personal_data.encrypt(owner, inner[PERSONAL])
                 state["state"] = inner
         elif state.get(PERSONAL) is not None:
-            state[PERSONAL] = self.personal_data.encrypt(member_id, state[PERSONAL])
+            owner = str(state.get("member_id") or state["originator_id"])
+            state[PERSONAL] = self.personal_data.encrypt(owner, state[PERSONAL])
         else:
             return super().to_stored_event(domain_event)
         protected = object.__new__(type(domain_event))
@@ -167,11 +172,12 @@ class PersonalDataMapper(Mapper[Any]):
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         domain_event = super().to_domain_event(stored_event)
         state = vars(domain_event)
-        member_id = str(stored_event.originator_id)
         if isinstance(domain_event, Snapshot):
             inner = state["state"]
             if inner.get(PERSONAL) is not None:
-                inner[PERSONAL] = self.personal_data.decrypt(member_id, inner[PERSONAL])
+                owner = str(inner.get("member_id") or stored_event.originator_id)
+                inner[PERSONAL] = self.personal_data.decrypt(owner, inner[PERSONAL])
         elif state.get(PERSONAL) is not None:
-            state[PERSONAL] = self.personal_data.decrypt(member_id, state[PERSONAL])
+            owner = str(state.get("member_id") or stored_event.originator_id)
+            state[PERSONAL] = self.personal_data.decrypt(owner, state[PERSONAL])
         return domain_event

@@ -23,6 +23,7 @@ from api.consistency import WriteTracker, wait_for_position
 from api.personal_data import DataKeyStore
 from api.scheduler import Scheduler
 from api.service import MemberService, PatronApplication, UnitOfWork
+from api.shipping import ShippingService, load_pickup_points
 from domain.clock import Clock, SystemClock
 from projections.coupons import CouponsProjection
 from projections.database import DatabaseConfig
@@ -114,6 +115,7 @@ class Runtime:
         self.members = MemberService(self.uow, self.clock, self.keys, self.rules)
         self.orders = OrderService(self.uow, self.clock, self.rules)
         self.loyalty = LoyaltyService(self.uow, self.clock, self.rules)
+        self.shipping = ShippingService(self.uow, self.clock, self.rules, load_pickup_points())
         self.scheduler = Scheduler(
             self.sync_engine, self.clock, self.rules, self.loyalty, self.orders
         )

@@ -167,6 +167,7 @@ class Order(Aggregate):
         self.paid_amount = 0
         self.cancellation: dict[str, Any] | None = None
         self.delivered_at: str | None = None
+        self.shipments: dict[str, dict[str, Any]] = {}
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -352,6 +353,91 @@ class Order(Aggregate):
         }
         self._trigger(self.Refunded, now, **record, meta=meta.as_dict())
         return record
+
+    # -- shipping ---------------------------------------------------------------------------
+
+    def shippable(self, line_id: str) -> int:
+        """Ordered, minus refunded, minus what shipments already cover."""
+        line = self.line(line_id)
+        allocated = sum(
+            item["quantity"]
+            for shipment in self.shipments.values() if not shipment["replaced"]
+            for item in shipment["items"] if item["line_id"] == line_id
+        )
+        return line["quantity"] - self.refunded_quantities[line_id] - allocated
+
+    def allocate_shipment(
+        self, shipment_id: str, items: Sequence[tuple[str, int]], replaces: str | None,
+        now: datetime, meta: EventMetadata,
+    ) -> list[dict[str, Any]]:
+        """Lines and quantities a new parcel covers; a replacement takes over its original's."""
+        if replaces is not None:
+            original = self.shipments.get(replaces)
+            if original is None:
+                raise NotFoundError(f"order has no shipment {replaces}", "shipment_id")
+            covered = [{"line_id": i["line_id"], "quantity": i["quantity"]}
+                       for i in original["items"]]
+            self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
+                          replaces=replaces, meta=meta.as_dict())
+            return covered
+        self._require("ship", OrderState.PAID, OrderState.PARTIALLY_SHIPPED)
+        if not items:
+            raise ValidationError("a shipment covers at least one line", "items")
+        wanted: dict[str, int] = {}
+        for line_id, quantity in items:
+            if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+                raise ValidationError("shipment quantities must be at least 1", "quantity")
+            wanted[line_id] = wanted.get(line_id, 0) + quantity
+        for line_id, quantity in wanted.items():
+            left = self.shippable(line_id)
+            if quantity > left:
+                raise ValidationError(
+                    f"line {line_id} has only {left} left to ship "
+                    "(ordered, minus refunded, minus already shipped)",
+                    "items",
+                )
+        covered = [{"line_id": k, "quantity": v} for k, v in wanted.items()]
+        self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
+                      replaces=None, meta=meta.as_dict())
+        return covered
+
+    def shipment_received(self, shipment_id: str, now: datetime, meta: EventMetadata) -> bool:
+        """A parcel reached the member; the order is delivered when every parcel has."""
+        shipment = self.shipments.get(shipment_id)
+        if shipment is None or shipment["received"]:
+            return False
+        self._trigger(self.ShipmentReceived, now, shipment_id=shipment_id, meta=meta.as_dict())
+        everything_left = all(self.shippable(line["line_id"]) == 0 for line in self.lines)
+        outstanding = [s for s in self.shipments.values()
+                       if not s["replaced"] and not s["received"]]
+        if everything_left and not outstanding and self.state == OrderState.SHIPPED:
+            self._trigger(self.Delivered, now, meta=meta.as_dict())
+            return True
+        return False
+
+    class ShipmentAllocated(Aggregate.Event):
+        shipment_id: str
+        items: list[dict[str, Any]]
+        replaces: str | None
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            if self.replaces:
+                order.shipments[self.replaces]["replaced"] = True
+            order.shipments[self.shipment_id] = {
+                "items": self.items, "replaced": False, "received": False,
+            }
+            done = all(order.shippable(line["line_id"]) == 0 for line in order.lines)
+            state = OrderState.SHIPPED if done else OrderState.PARTIALLY_SHIPPED
+            if order.state in (OrderState.PAID, OrderState.PARTIALLY_SHIPPED):
+                order._enter(state, self.timestamp)
+
+    class ShipmentReceived(Aggregate.Event):
+        shipment_id: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.shipments[self.shipment_id]["received"] = True
 
     def mark_delivered(self, now: datetime, meta: EventMetadata) -> None:
         self._require("deliver", OrderState.PAID, OrderState.PARTIALLY_SHIPPED,

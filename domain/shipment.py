@@ -1,0 +1,485 @@
+"""The Shipment aggregate: one parcel of an order, from label to doorstep (or back).
+
+Carrier updates may arrive twice or out of order. Each has an id (recorded once) and the
+time it happened; the timeline is kept in the order things happened, and the current
+status is that of the latest update, except that a final status (delivered, collected,
+returned to sender) is never replaced by an older update that arrives late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import InvalidTransitionError, ValidationError
+from domain.metadata import EventMetadata
+
+
+class DeliveryMethod(StrEnum):
+    HOME_DELIVERY = "home_delivery"
+    PICKUP_POINT = "pickup_point"
+    SCHEDULED = "scheduled"
+
+
+class DeliverySpeed(StrEnum):
+    STANDARD = "standard"
+    EXPEDITED = "expedited"
+
+
+class TrackingStatus(StrEnum):
+    LABEL_CREATED = "label_created"
+    PICKED_UP = "picked_up"
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERY_ATTEMPT_FAILED = "delivery_attempt_failed"
+    DELAYED = "delayed"
+    READY_FOR_PICKUP = "ready_for_pickup"
+    DELIVERED = "delivered"
+    COLLECTED = "collected"
+    RETURNED_TO_SENDER = "returned_to_sender"
+
+
+class ExceptionKind(StrEnum):
+    LATE = "late"
+    FAILED_ATTEMPT = "failed_attempt"
+    NO_MOVEMENT = "no_movement"
+    CARRIER_REPORTED = "carrier_reported"
+
+
+class Resolution(StrEnum):
+    RESCHEDULE = "reschedule"
+    SWITCH_TO_PICKUP = "switch_to_pickup"
+    RESHIP = "reship"
+
+
+FINAL = (TrackingStatus.DELIVERED, TrackingStatus.COLLECTED, TrackingStatus.RETURNED_TO_SENDER)
+RECEIVED = (TrackingStatus.DELIVERED, TrackingStatus.COLLECTED)
+# Once the carrier has the parcel, the member can no longer change how it is delivered.
+DISPATCHED = tuple(s for s in TrackingStatus if s is not TrackingStatus.LABEL_CREATED)
+
+
+def _enum(enum: type[StrEnum], value: Any, field: str) -> str:
+    try:
+        return str(enum(value).value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
+        raise ValidationError(f"{field} must be one of: {allowed}", field) from None
+
+
+def _text(value: Any, field: str, max_length: int = 200) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be text", field)
+    text = " ".join(value.split())
+    if len(text) > max_length:
+        raise ValidationError(f"{field} must be at most {max_length} characters", field)
+    return text or None
+
+
+def validate_window(window: Mapping[str, Any] | None, now: datetime) -> dict[str, str] | None:
+    if window is None:
+        return None
+    start, end = window.get("start"), window.get("end")
+    if not isinstance(start, datetime) or not isinstance(end, datetime):
+        raise ValidationError("a delivery window needs a start and an end", "window")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValidationError("delivery window times need a time zone", "window")
+    if end <= start or end - start > timedelta(days=1):
+        raise ValidationError("a delivery window ends after it starts, within a day", "window")
+    if start < now:
+        raise ValidationError("a delivery window cannot start in the past", "window")
+    return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def validate_options(
+    method: Any, pickup_point: str | None, window: Mapping[str, Any] | None,
+    address: Mapping[str, Any] | None, now: datetime,
+) -> tuple[str, str | None, dict[str, str] | None]:
+    method_value = _enum(DeliveryMethod, method, "method")
+    if method_value == DeliveryMethod.PICKUP_POINT and not pickup_point:
+        raise ValidationError("choose a pickup point", "pickup_point")
+    if method_value == DeliveryMethod.SCHEDULED and window is None:
+        raise ValidationError("scheduled delivery needs a time window", "window")
+    if method_value != DeliveryMethod.PICKUP_POINT and not address:
+        raise ValidationError("home and scheduled delivery need an address", "address")
+    return method_value, pickup_point if method_value == DeliveryMethod.PICKUP_POINT else None, (
+        validate_window(window, now) if method_value == DeliveryMethod.SCHEDULED else None
+    )
+
+
+def validate_packaging(
+    packaging: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Packaging preferences; the printed name and gift message are personal data."""
+    packaging = dict(packaging or {})
+    unknown = set(packaging) - {"gift_wrap", "eco", "printed_name", "gift_message"}
+    if unknown:
+        raise ValidationError(f"unknown packaging option(s): {', '.join(sorted(unknown))}",
+                              "packaging")
+    public = {"gift_wrap": bool(packaging.get("gift_wrap")), "eco": bool(packaging.get("eco"))}
+    personal = {
+        "printed_name": _text(packaging.get("printed_name"), "packaging.printed_name", 60),
+        "gift_message": _text(packaging.get("gift_message"), "packaging.gift_message", 300),
+    }
+    return public, {k: v for k, v in personal.items() if v}
+
+
+def rating_value(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
+        raise ValidationError(f"{field} is rated from 1 to 5", field)
+    return value
+
+
+class Shipment(Aggregate):
+    @classmethod
+    def create(
+        cls,
+        shipment_id: Any,
+        order_id: str,
+        member_id: str,
+        items: Sequence[Mapping[str, Any]],
+        method: str,
+        speed: Any,
+        priority_dispatch: bool,
+        pickup_point: str | None,
+        window: dict[str, str] | None,
+        promised_by: datetime,
+        packaging: dict[str, Any],
+        personal: dict[str, Any] | None,
+        carrier: str,
+        tracking_number: str,
+        now: datetime,
+        meta: EventMetadata,
+        replaces: str | None = None,
+    ) -> Shipment:
+        carrier_value = _text(carrier, "carrier", 40)
+        tracking = _text(tracking_number, "tracking_number", 60)
+        if not carrier_value or not tracking:
+            raise ValidationError("a shipment needs a carrier and a tracking number", "carrier")
+        return cls._create(
+            cls.Created, id=shipment_id, timestamp=now, order_id=order_id, member_id=member_id,
+            items=[{"line_id": i["line_id"], "quantity": i["quantity"]} for i in items],
+            method=method, speed=_enum(DeliverySpeed, speed, "speed"),
+            priority_dispatch=priority_dispatch, pickup_point=pickup_point, window=window,
+            promised_by=promised_by.isoformat(), packaging=packaging, personal=personal or None,
+            carrier=carrier_value.lower(), tracking_number=tracking, replaces=replaces,
+            meta=meta.as_dict(),
+        )
+
+    class Created(Aggregate.Created):
+        order_id: str
+        member_id: str
+        items: list[dict[str, Any]]
+        method: str
+        speed: str
+        priority_dispatch: bool
+        pickup_point: str | None
+        window: dict[str, str] | None
+        promised_by: str
+        packaging: dict[str, Any]
+        personal: dict[str, Any] | None
+        carrier: str
+        tracking_number: str
+        replaces: str | None
+        meta: dict[str, Any]
+
+    def __init__(
+        self, order_id: str, member_id: str, items: list[dict[str, Any]], method: str,
+        speed: str, priority_dispatch: bool, pickup_point: str | None,
+        window: dict[str, str] | None, promised_by: str, packaging: dict[str, Any],
+        personal: dict[str, Any] | None, carrier: str, tracking_number: str,
+        replaces: str | None, meta: dict[str, Any],
+    ) -> None:
+        self.order_id = order_id
+        self.member_id = member_id
+        self.items = items
+        self.method = method
+        self.speed = speed
+        self.priority_dispatch = priority_dispatch
+        self.pickup_point = pickup_point
+        self.window = window
+        self.promised_by = promised_by
+        self.packaging = packaging
+        self.personal = personal
+        self.carrier = carrier
+        self.tracking_number = tracking_number
+        self.replaces = replaces
+        self.status: str = TrackingStatus.LABEL_CREATED.value
+        self.status_at: str | None = None
+        self.eta: str | None = promised_by
+        self.timeline: list[dict[str, Any]] = []
+        self.update_ids: list[str] = []
+        self.open_exceptions: dict[str, str] = {}
+        self.rating: dict[str, Any] | None = None
+        self.complaint: dict[str, Any] | None = None
+        self.reshipped_as: str | None = None
+
+    # -- derived ----------------------------------------------------------------------------
+
+    @property
+    def dispatched(self) -> bool:
+        return TrackingStatus(self.status) in DISPATCHED
+
+    @property
+    def received(self) -> bool:
+        return TrackingStatus(self.status) in RECEIVED
+
+    @property
+    def final(self) -> bool:
+        return TrackingStatus(self.status) in FINAL
+
+    def last_movement(self) -> datetime | None:
+        if not self.timeline:
+            return None
+        return max(datetime.fromisoformat(t["occurred_at"]) for t in self.timeline)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def change_delivery_options(
+        self, method: str, pickup_point: str | None, window: dict[str, str] | None,
+        personal: dict[str, Any] | None, now: datetime, meta: EventMetadata,
+    ) -> None:
+        if self.dispatched:
+            raise InvalidTransitionError(
+                f"cannot change delivery options of a shipment that is {self.status}",
+                current_state=self.status, attempted="change delivery options",
+            )
+        self._trigger(self.DeliveryOptionsChanged, now, meta, method=method,
+                      pickup_point=pickup_point, window=window, personal=personal,
+                      member_id=self.member_id)
+
+    def record_tracking(
+        self,
+        update_id: str,
+        status: Any,
+        occurred_at: datetime,
+        location: str | None,
+        note: str | None,
+        eta: datetime | None,
+        now: datetime,
+        meta: EventMetadata,
+    ) -> bool:
+        """Record a carrier update; False if this update was already recorded."""
+        update = _text(update_id, "update_id", 100)
+        if not update:
+            raise ValidationError("a tracking update needs an id", "update_id")
+        if update in self.update_ids:
+            return False
+        status_value = _enum(TrackingStatus, status, "status")
+        if occurred_at.tzinfo is None:
+            raise ValidationError("occurred_at needs a time zone", "occurred_at")
+        if occurred_at > now + timedelta(minutes=10):
+            raise ValidationError("a tracking update cannot come from the future", "occurred_at")
+        if eta is not None and eta.tzinfo is None:
+            raise ValidationError("eta needs a time zone", "eta")
+        self._trigger(
+            self.TrackingRecorded, now, meta, update_id=update, status=status_value,
+            occurred_at=occurred_at.isoformat(), location=_text(location, "location"),
+            note=_text(note, "note", 500), eta=eta.isoformat() if eta else None,
+        )
+        if status_value == TrackingStatus.DELIVERY_ATTEMPT_FAILED:
+            self.detect_exception(ExceptionKind.FAILED_ATTEMPT, note or "delivery attempt failed",
+                                  now, meta)
+        elif status_value == TrackingStatus.DELAYED:
+            self.detect_exception(ExceptionKind.CARRIER_REPORTED, note or "carrier reports a delay",
+                                  now, meta)
+        return True
+
+    def detect_exception(self, kind: Any, detail: str, now: datetime,
+                         meta: EventMetadata) -> bool:
+        kind_value = _enum(ExceptionKind, kind, "kind")
+        if self.final or kind_value in self.open_exceptions:
+            return False
+        self._trigger(self.ExceptionDetected, now, meta, kind=kind_value, detail=detail[:300])
+        return True
+
+    def check_for_exceptions(self, now: datetime, stall_after: timedelta,
+                             meta: EventMetadata) -> int:
+        """The scheduled check: late against the promise, or no movement for too long."""
+        if self.final:
+            return 0
+        found = 0
+        promised = datetime.fromisoformat(self.promised_by)
+        if now > promised:
+            found += self.detect_exception(
+                ExceptionKind.LATE, f"promised by {self.promised_by}", now, meta
+            )
+        last = self.last_movement() or self.created_on
+        if self.dispatched and now - last > stall_after:
+            found += self.detect_exception(
+                ExceptionKind.NO_MOVEMENT, f"no movement since {last.isoformat()}", now, meta
+            )
+        return found
+
+    def resolve_exception(
+        self, resolution: Any, pickup_point: str | None, window: dict[str, str] | None,
+        new_promise: datetime, now: datetime, meta: EventMetadata,
+    ) -> str:
+        if not self.open_exceptions:
+            raise InvalidTransitionError(
+                "this shipment has no open exception to resolve", current_state=self.status,
+                attempted="resolve an exception",
+            )
+        value = _enum(Resolution, resolution, "resolution")
+        if value == Resolution.SWITCH_TO_PICKUP and not pickup_point:
+            raise ValidationError("choose a pickup point", "pickup_point")
+        if value == Resolution.RESCHEDULE and window is None:
+            raise ValidationError("rescheduling needs a new time window", "window")
+        self._trigger(self.ExceptionResolved, now, meta, resolution=value,
+                      pickup_point=pickup_point, window=window,
+                      promised_by=new_promise.isoformat())
+        return value
+
+    def mark_reshipped(self, replacement_id: str, now: datetime, meta: EventMetadata) -> None:
+        self._trigger(self.Reshipped, now, meta, replacement_id=replacement_id)
+
+    def rate(self, speed: Any, courier_attitude: Any, packaging_condition: Any,
+             comment: str | None, now: datetime, meta: EventMetadata) -> None:
+        if not self.received:
+            raise InvalidTransitionError(
+                f"only a received shipment can be rated; this one is {self.status}",
+                current_state=self.status, attempted="rate",
+            )
+        if self.rating is not None:
+            raise InvalidTransitionError("this shipment has already been rated",
+                                         current_state="rated", attempted="rate")
+        self._trigger(
+            self.Rated, now, meta, speed=rating_value(speed, "speed"),
+            courier_attitude=rating_value(courier_attitude, "courier_attitude"),
+            packaging_condition=rating_value(packaging_condition, "packaging_condition"),
+            comment=_text(comment, "comment", 1000),
+        )
+
+    def file_complaint(self, text: str, now: datetime, meta: EventMetadata) -> None:
+        body = _text(text, "text", 2000)
+        if not body:
+            raise ValidationError("describe the problem", "text")
+        if self.complaint is not None:
+            raise InvalidTransitionError("a complaint is already open for this shipment",
+                                         current_state="complained", attempted="complain")
+        self._trigger(self.ComplaintFiled, now, meta, text=body)
+
+    def answer_complaint(self, text: str, now: datetime, meta: EventMetadata) -> None:
+        body = _text(text, "text", 2000)
+        if not body:
+            raise ValidationError("write an answer", "text")
+        if self.complaint is None or self.complaint.get("answered_at"):
+            state = "no complaint" if self.complaint is None else "answered"
+            raise InvalidTransitionError(f"there is no open complaint ({state})",
+                                         current_state=state, attempted="answer")
+        self._trigger(self.ComplaintAnswered, now, meta, text=body)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _trigger(self, event_class: type[Aggregate.Event], now: datetime, meta: EventMetadata,
+                 **kwargs: Any) -> None:
+        self.trigger_event(event_class, timestamp=now, meta=meta.as_dict(), **kwargs)
+
+    class DeliveryOptionsChanged(Aggregate.Event):
+        member_id: str
+        method: str
+        pickup_point: str | None
+        window: dict[str, str] | None
+        personal: dict[str, Any] | None
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            shipment.method = self.method
+            shipment.pickup_point = self.pickup_point
+            shipment.window = self.window
+            if self.personal is not None:
+                shipment.personal = {**(shipment.personal or {}), **self.personal}
+
+    class TrackingRecorded(Aggregate.Event):
+        update_id: str
+        status: str
+        occurred_at: str
+        location: str | None
+        note: str | None
+        eta: str | None
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            entry = {"update_id": self.update_id, "status": self.status,
+                     "occurred_at": self.occurred_at, "location": self.location,
+                     "note": self.note, "recorded_at": self.timestamp.isoformat()}
+            shipment.timeline.append(entry)
+            shipment.timeline.sort(key=lambda e: (e["occurred_at"], e["recorded_at"]))
+            shipment.update_ids.append(self.update_id)
+            latest = shipment.timeline[-1]
+            current_is_final = TrackingStatus(shipment.status) in FINAL
+            if latest is entry and not (current_is_final and self.status not in FINAL):
+                shipment.status = self.status
+                shipment.status_at = self.occurred_at
+            if self.eta:
+                shipment.eta = self.eta
+            if self.status in FINAL:
+                shipment.open_exceptions = {}
+
+    class ExceptionDetected(Aggregate.Event):
+        kind: str
+        detail: str
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            shipment.open_exceptions[self.kind] = self.detail
+
+    class ExceptionResolved(Aggregate.Event):
+        resolution: str
+        pickup_point: str | None
+        window: dict[str, str] | None
+        promised_by: str
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            shipment.open_exceptions = {}
+            shipment.promised_by = self.promised_by
+            shipment.eta = self.promised_by
+            if self.resolution == Resolution.SWITCH_TO_PICKUP:
+                shipment.method = DeliveryMethod.PICKUP_POINT.value
+                shipment.pickup_point = self.pickup_point
+                shipment.window = None
+            elif self.resolution == Resolution.RESCHEDULE:
+                shipment.method = DeliveryMethod.SCHEDULED.value
+                shipment.window = self.window
+
+    class Reshipped(Aggregate.Event):
+        replacement_id: str
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            shipment.reshipped_as = self.replacement_id
+
+    class Rated(Aggregate.Event):
+        speed: int
+        courier_attitude: int
+        packaging_condition: int
+        comment: str | None
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            shipment.rating = {"speed": self.speed, "courier_attitude": self.courier_attitude,
+                               "packaging_condition": self.packaging_condition,
+                               "comment": self.comment, "at": self.timestamp.isoformat()}
+
+    class ComplaintFiled(Aggregate.Event):
+        text: str
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            shipment.complaint = {"text": self.text, "filed_at": self.timestamp.isoformat(),
+                                  "answer": None, "answered_at": None}
+
+    class ComplaintAnswered(Aggregate.Event):
+        text: str
+        meta: dict[str, Any]
+
+        def apply(self, shipment: Any) -> None:
+            shipment.complaint = {**shipment.complaint, "answer": self.text,
+                                  "answered_at": self.timestamp.isoformat(),
+                                  "answered_by": self.meta["actor_id"]}
