@@ -28,6 +28,7 @@ from api.context import (
 )
 from api.runtime import Runtime, migrate, migrations_current
 from api.schema import build_schema
+from api.webhooks import carrier_webhook
 from domain.errors import DomainError
 from projections.tables import projection_tracking
 
@@ -194,6 +195,7 @@ def create_app(
         routes=[
             Route("/graphql", gate, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", gate),
+            Route("/webhooks/carriers/{carrier}", carrier_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

@@ -76,6 +76,8 @@ class Settings:
     loyalty_rules: LoyaltyRules = field(default_factory=LoyaltyRules)
     # How often the in-server scheduler emits due loyalty and order events (0: never).
     scheduler_interval: float = 60.0
+    # Shared secrets that carriers sign their webhook bodies with, by carrier code.
+    carrier_secrets: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, database_url: str | None = None, **overrides: object) -> Settings:
@@ -94,12 +96,28 @@ class Settings:
             snapshot_interval=_int("PATRON_SNAPSHOT_INTERVAL", 50),
             loyalty_rules=_loyalty_rules(),
             scheduler_interval=_float("PATRON_SCHEDULER_INTERVAL", 60.0),
+            carrier_secrets=_carrier_secrets(),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
 
 MIN_SECRET_LENGTH = 32
+
+
+def _carrier_secrets() -> dict[str, str]:
+    """PATRON_CARRIER_SECRETS="sf=<secret>,jd=<secret>": one signing secret per carrier."""
+    raw = os.environ.get("PATRON_CARRIER_SECRETS", "")
+    secrets_by_carrier: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        carrier, _, secret = part.partition("=")
+        if not carrier.strip() or len(secret.strip()) < 16:
+            raise ConfigurationError(
+                "PATRON_CARRIER_SECRETS must look like sf=<secret>,jd=<secret> "
+                "with secrets of at least 16 characters"
+            )
+        secrets_by_carrier[carrier.strip().lower()] = secret.strip()
+    return secrets_by_carrier
 
 
 def _loyalty_rules() -> LoyaltyRules:

@@ -639,8 +639,66 @@ class _Year:
         elif flagged:
             self.count("held_for_review")  # paid, waiting for a human: never shipped here
         else:
-            delivered = now + timedelta(days=plan.rng.randint(2, 6)) + self.hours(plan.rng, 0, 8)
-            self.at(delivered, lambda: self.deliver(plan, order_id))
+            self.at(now + self.hours(plan.rng, 2, 20), lambda: self.ship(plan, order_id))
+
+    def ship(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
+        """One parcel with a realistic carrier timeline; some fail, some get rated."""
+        rng = plan.rng
+        carrier = rng.choice(["SF", "JD", "YTO"])
+        tracking = f"{carrier}{self.key()}"
+        pickup = rng.random() < 0.25
+        shipment = self.runtime.shipping.create(
+            order_id, None, "pickup_point" if pickup else "home_delivery", "standard",
+            rng.choice(sorted(self.runtime.shipping.pickup_points)) if pickup else None, None,
+            None, None, carrier, tracking, self.agent_meta("packed and labelled"),
+        ).aggregate_id
+        self.count("shipments")
+        now = self.clock.now()
+        steps = ["picked_up", "in_transit", "ready_for_pickup" if pickup else "out_for_delivery"]
+        when = now
+        for status in steps:
+            when += self.hours(rng, 3, 30)
+            self.at(when, lambda s=status, w=when: self.track(shipment, s, w))
+        if not pickup and rng.random() < 0.1:
+            when += self.hours(rng, 1, 4)
+            self.at(when, lambda w=when: self.failed_attempt(plan, shipment, w))
+            when += timedelta(days=1)
+        when += self.hours(rng, 1, 10)
+        final = "collected" if pickup else "delivered"
+        self.at(when, lambda: self.arrived(plan, order_id, shipment, final, when))
+
+    def track(self, shipment: uuid.UUID, status: str, when: datetime,
+              note: str | None = None) -> None:
+        self.runtime.shipping.record_tracking(
+            shipment, f"demo-{self.key()}", status, when, "demo hub", note, None,
+            self.demo.meta("carrier", Role.SYSTEM, Channel.SYSTEM),
+        )
+
+    def failed_attempt(self, plan: OrderPlan, shipment: uuid.UUID, when: datetime) -> None:
+        self.track(shipment, "delivery_attempt_failed", when, "nobody home")
+        self.count("delivery_exceptions")
+        start = (when + timedelta(days=1)).replace(hour=18, minute=0, second=0, microsecond=0)
+        self.runtime.shipping.resolve_exception(
+            shipment, "reschedule", None, {"start": start, "end": start + timedelta(hours=3)},
+            self.member_meta(plan.member),
+        )
+
+    def arrived(self, plan: OrderPlan, order_id: uuid.UUID, shipment: uuid.UUID, final: str,
+                when: datetime) -> None:
+        self.track(shipment, final, when)
+        member = self.member_meta(plan.member)
+        if plan.rng.random() < 0.4:
+            self.runtime.shipping.rate(shipment, plan.rng.randint(3, 5), plan.rng.randint(3, 5),
+                                       plan.rng.randint(2, 5), None, member)
+            self.count("ratings")
+        if plan.rng.random() < 0.05:
+            self.runtime.shipping.file_complaint(shipment, "The box arrived dented.", member)
+            self.runtime.shipping.answer_complaint(
+                shipment, "Sorry about that: we have told the carrier and sent a voucher.",
+                self.agent_meta("complaint answered"),
+            )
+            self.count("complaints")
+        self.deliver(plan, order_id)
 
     def cancel(
         self,
@@ -664,9 +722,7 @@ class _Year:
             plan.member.wallet.append(coupon)
 
     def deliver(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
-        self.runtime.orders.mark_delivered(
-            order_id, self.demo.meta("demo-logistics", Role.SYSTEM, Channel.SYSTEM)
-        )
+        """The last parcel arrived (the shipment marked the order delivered)."""
         self.count("delivered")
         now = self.clock.now()
         if plan.review and self.rules.review_points:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
 from api.consistency import WriteTracker, wait_for_position
+from api.outbound import OutboundDispatcher, OutboxRecorder, WebhookDelivery
 from api.personal_data import DataKeyStore
 from api.scheduler import Scheduler
 from api.service import MemberService, PatronApplication, UnitOfWork
@@ -30,7 +31,9 @@ from projections.database import DatabaseConfig
 from projections.engine import Projection, ProjectionRunner
 from projections.loyalty import LoyaltyProjection
 from projections.member_profiles import MemberProfilesProjection
+from projections.notifications import NotificationsProjection
 from projections.orders import OrdersProjection
+from projections.shipment_tracking import ShipmentTrackingProjection
 
 log = logging.getLogger("patron.runtime")
 
@@ -39,7 +42,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 def all_projections() -> list[Projection]:
     return [MemberProfilesProjection(), OrdersProjection(), LoyaltyProjection(),
-            CouponsProjection()]
+            CouponsProjection(), ShipmentTrackingProjection(), NotificationsProjection()]
 
 
 def alembic_config(database: DatabaseConfig) -> AlembicConfig:
@@ -116,8 +119,15 @@ class Runtime:
         self.orders = OrderService(self.uow, self.clock, self.rules)
         self.loyalty = LoyaltyService(self.uow, self.clock, self.rules)
         self.shipping = ShippingService(self.uow, self.clock, self.rules, load_pickup_points())
+        self.webhooks = WebhookDelivery(self.sync_engine)
+        self.outbound = OutboundDispatcher(
+            self.sync_engine,
+            [self.webhooks, OutboxRecorder(self.sync_engine, self.clock)],
+            self.clock,
+        )
         self.scheduler = Scheduler(
-            self.sync_engine, self.clock, self.rules, self.loyalty, self.orders
+            self.sync_engine, self.clock, self.rules, self.loyalty, self.orders, self.shipping,
+            self.outbound,
         )
         self.writes = WriteTracker()
         self._async_engine: AsyncEngine | None = None
@@ -155,5 +165,6 @@ class Runtime:
     def close(self) -> None:
         self.scheduler.stop()
         self.runner.stop()
+        self.webhooks.close()
         self.app.close()
         self.sync_engine.dispose()

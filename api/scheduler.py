@@ -20,11 +20,15 @@ from uuid import UUID
 from sqlalchemy import Engine, func, select
 
 from api.commerce import LoyaltyService, OrderService
+from api.outbound import OutboundDispatcher
+from api.shipping import STALL_AFTER, ShippingService
 from domain.clock import Clock
 from domain.errors import DomainError
 from domain.loyalty_rules import LoyaltyRules
 from domain.metadata import Channel, EventMetadata, Role
+from domain.shipment import FINAL
 from projections.commerce_tables import loyalty_accounts, loyalty_lots, orders
+from projections.shipping_tables import shipment_tracking
 from projections.tables import member_profiles
 
 log = logging.getLogger("patron.scheduler")
@@ -36,6 +40,8 @@ class TickReport:
     accounts_settled: int = 0
     birthdays: int = 0
     orders_completed: int = 0
+    shipments_checked: int = 0
+    notices_sent: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -44,6 +50,8 @@ class TickReport:
             "accounts_settled": self.accounts_settled,
             "birthdays": self.birthdays,
             "orders_completed": self.orders_completed,
+            "shipments_checked": self.shipments_checked,
+            "notices_sent": self.notices_sent,
             "errors": self.errors,
         }
 
@@ -56,12 +64,16 @@ class Scheduler:
         rules: LoyaltyRules,
         loyalty: LoyaltyService,
         orders: OrderService,
+        shipping: ShippingService,
+        outbound: OutboundDispatcher,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.rules = rules
         self.loyalty = loyalty
         self.orders = orders
+        self.shipping = shipping
+        self.outbound = outbound
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -115,6 +127,19 @@ class Scheduler:
                 )
             ).scalars())
 
+    def shipments_to_check(self, now: datetime) -> list[str]:
+        """Parcels not yet arrived that are past their promise or have not moved lately."""
+        quiet_since = now - STALL_AFTER
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(shipment_tracking.c.shipment_id).where(
+                    shipment_tracking.c.status.not_in([s.value for s in FINAL])
+                    & (shipment_tracking.c.reshipped_as.is_(None))
+                    & ((shipment_tracking.c.promised_by < now)
+                       | (shipment_tracking.c.updated_at < quiet_since))
+                )
+            ).scalars())
+
     def tick(self) -> TickReport:
         now = self.clock.now()
         report = TickReport(at=now)
@@ -131,6 +156,15 @@ class Scheduler:
             self._attempt(report, "complete", order_id,
                           lambda o=order_id: self.orders.complete(UUID(o), meta))
             report.orders_completed += 1
+        for shipment_id in self.shipments_to_check(now):
+            self._attempt(report, "check shipment", shipment_id,
+                          lambda s=shipment_id: self.shipping.check_exceptions(UUID(s), meta))
+            report.shipments_checked += 1
+        try:
+            report.notices_sent = self.outbound.dispatch_due()
+        except Exception as error:
+            log.exception("scheduler: outbound dispatch failed")
+            report.errors.append(f"outbound: {type(error).__name__}: {error}")
         return report
 
     @staticmethod

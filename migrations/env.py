@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import projections.commerce_tables  # noqa: F401  (registers its tables on `metadata`)
+import projections.commerce_tables
+import projections.shipping_tables  # noqa: F401
 from projections.database import DatabaseConfig
 from projections.tables import metadata
 

@@ -1,0 +1,233 @@
+"""`shipment_tracking`: one row per parcel, mirroring the Shipment aggregate event by event.
+
+Each handler does to the row what the event's `apply` does to the aggregate (the timeline
+sorted the same way, the same rule for late updates that never override a final status),
+so the row's status, timeline, ETA and open exceptions equal the aggregate's after every
+event. Everything comes from the event and the row earlier events built, never the wall
+clock, so a rebuild from position zero reproduces the table exactly.
+
+Personal data (address, printed name, gift message: the events' `personal`) is never read
+here; packaging keeps only its public part (gift wrap, eco).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from domain.shipment import FINAL, RECEIVED, DeliveryMethod, Resolution, Shipment, TrackingStatus
+from projections.commerce_tables import iso, utc
+from projections.engine import Handler, Projection
+from projections.shipping_tables import shipment_tracking
+
+FINAL_STATUSES = frozenset(str(s.value) for s in FINAL)
+RECEIVED_STATUSES = frozenset(str(s.value) for s in RECEIVED)
+
+NO_EXCEPTION = "none"
+EXCEPTION_OPEN = "open"
+EXCEPTION_RESOLVED = "resolved"
+
+
+def public_packaging(packaging: dict[str, Any] | None) -> dict[str, bool]:
+    """Only the packaging options that are not personal data, whatever the event holds."""
+    packaging = packaging or {}
+    return {"gift_wrap": bool(packaging.get("gift_wrap")), "eco": bool(packaging.get("eco"))}
+
+
+class ShipmentTrackingProjection(Projection):
+    name = "shipment_tracking"
+    tables = (shipment_tracking,)
+
+    def handlers(self) -> dict[type, Handler]:
+        return {
+            Shipment.Created: self.on_created,
+            Shipment.DeliveryOptionsChanged: self.on_delivery_options_changed,
+            Shipment.TrackingRecorded: self.on_tracking_recorded,
+            Shipment.ExceptionDetected: self.on_exception_detected,
+            Shipment.ExceptionResolved: self.on_exception_resolved,
+            Shipment.Reshipped: self.on_reshipped,
+            Shipment.Rated: self.on_rated,
+            Shipment.ComplaintFiled: self.on_complaint_filed,
+            Shipment.ComplaintAnswered: self.on_complaint_answered,
+        }
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(conn: Connection, event: Any) -> dict[str, Any]:
+        row = conn.execute(
+            select(shipment_tracking).where(
+                shipment_tracking.c.shipment_id == str(event.originator_id)
+            )
+        ).one()
+        return dict(row._mapping)
+
+    @staticmethod
+    def _save(conn: Connection, event: Any, position: int, **values: Any) -> None:
+        conn.execute(
+            update(shipment_tracking)
+            .where(shipment_tracking.c.shipment_id == str(event.originator_id))
+            .values(
+                updated_at=utc(event.timestamp),
+                version=event.originator_version,
+                position=position,
+                **values,
+            )
+        )
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def on_created(self, conn: Connection, event: Any, position: int) -> None:
+        conn.execute(
+            insert(shipment_tracking).values(
+                shipment_id=str(event.originator_id),
+                order_id=event.order_id,
+                member_id=event.member_id,
+                carrier=event.carrier,
+                tracking_number=event.tracking_number,
+                method=event.method,
+                speed=event.speed,
+                priority_dispatch=bool(event.priority_dispatch),
+                pickup_point=event.pickup_point,
+                window=dict(event.window) if event.window else None,
+                items=[dict(item) for item in event.items],
+                packaging=public_packaging(event.packaging),
+                status=TrackingStatus.LABEL_CREATED.value,
+                status_at=None,
+                # The aggregate starts with the promise as its ETA.
+                eta=utc(event.promised_by),
+                promised_by=utc(event.promised_by),
+                timeline=[],
+                exception_state=NO_EXCEPTION,
+                open_exceptions=[],
+                resolutions=[],
+                rating=None,
+                rated=False,
+                complaint=None,
+                replaces=event.replaces,
+                reshipped_as=None,
+                created_at=utc(event.timestamp),
+                delivered_at=None,
+                updated_at=utc(event.timestamp),
+                version=event.originator_version,
+                position=position,
+            )
+        )
+
+    def on_delivery_options_changed(self, conn: Connection, event: Any, position: int) -> None:
+        # `personal` (a new address) is deliberately ignored: it is personal data.
+        self._save(
+            conn, event, position,
+            method=event.method,
+            pickup_point=event.pickup_point,
+            window=dict(event.window) if event.window else None,
+        )
+
+    def on_tracking_recorded(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        entry = {
+            "update_id": event.update_id,
+            "status": event.status,
+            "occurred_at": event.occurred_at,
+            "location": event.location,
+            "note": event.note,
+            # The aggregate's tie-breaker, in its own format: the same sort needs the same key.
+            "recorded_at": event.timestamp.isoformat(),
+        }
+        timeline = [*row["timeline"], entry]
+        timeline.sort(key=lambda e: (e["occurred_at"], e["recorded_at"]))
+        values: dict[str, Any] = {"timeline": timeline}
+        current_is_final = row["status"] in FINAL_STATUSES
+        if timeline[-1] is entry and not (
+            current_is_final and event.status not in FINAL_STATUSES
+        ):
+            values["status"] = event.status
+            values["status_at"] = utc(event.occurred_at)
+            if event.status in RECEIVED_STATUSES and row["delivered_at"] is None:
+                values["delivered_at"] = utc(event.occurred_at)
+        if event.eta:
+            values["eta"] = utc(event.eta)
+        if event.status in FINAL_STATUSES:
+            # A parcel that reached its end has no open exception any more.
+            values["open_exceptions"] = []
+            if row["exception_state"] == EXCEPTION_OPEN:
+                values["exception_state"] = EXCEPTION_RESOLVED
+        self._save(conn, event, position, **values)
+
+    def on_exception_detected(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        found = {"kind": event.kind, "detail": event.detail, "at": iso(event.timestamp)}
+        # The aggregate keeps one detail per kind (a dict): a repeated kind keeps its place.
+        kinds = [e["kind"] for e in row["open_exceptions"]]
+        if event.kind in kinds:
+            open_exceptions = [found if e["kind"] == event.kind else e
+                               for e in row["open_exceptions"]]
+        else:
+            open_exceptions = [*row["open_exceptions"], found]
+        self._save(conn, event, position, open_exceptions=open_exceptions,
+                   exception_state=EXCEPTION_OPEN)
+
+    def on_exception_resolved(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        resolution = {
+            "resolution": event.resolution,
+            "pickup_point": event.pickup_point,
+            "window": dict(event.window) if event.window else None,
+            "promised_by": event.promised_by,
+            "exceptions": [e["kind"] for e in row["open_exceptions"]],
+            "at": iso(event.timestamp),
+        }
+        values: dict[str, Any] = {
+            "open_exceptions": [],
+            "exception_state": EXCEPTION_RESOLVED,
+            "resolutions": [*row["resolutions"], resolution],
+            "promised_by": utc(event.promised_by),
+            "eta": utc(event.promised_by),
+        }
+        if event.resolution == Resolution.SWITCH_TO_PICKUP:
+            values.update(method=DeliveryMethod.PICKUP_POINT.value,
+                          pickup_point=event.pickup_point, window=None)
+        elif event.resolution == Resolution.RESCHEDULE:
+            values.update(method=DeliveryMethod.SCHEDULED.value,
+                          window=dict(event.window) if event.window else None)
+        self._save(conn, event, position, **values)
+
+    def on_reshipped(self, conn: Connection, event: Any, position: int) -> None:
+        self._save(conn, event, position, reshipped_as=event.replacement_id)
+
+    def on_rated(self, conn: Connection, event: Any, position: int) -> None:
+        rating = {
+            "speed": event.speed,
+            "courier_attitude": event.courier_attitude,
+            "packaging_condition": event.packaging_condition,
+            "comment": event.comment,
+            "at": iso(event.timestamp),
+        }
+        self._save(conn, event, position, rating=rating, rated=True)
+
+    def on_complaint_filed(self, conn: Connection, event: Any, position: int) -> None:
+        complaint = {
+            "text": event.text,
+            "filed_at": iso(event.timestamp),
+            "answer": None,
+            "answered_at": None,
+            "answered_by": None,
+            "response_seconds": None,
+        }
+        self._save(conn, event, position, complaint=complaint)
+
+    def on_complaint_answered(self, conn: Connection, event: Any, position: int) -> None:
+        row = self._load(conn, event)
+        filed = row["complaint"]
+        # How long the member waited for an answer: the service-level figure support tracks.
+        waited = event.timestamp - datetime.fromisoformat(filed["filed_at"])
+        complaint = {
+            **filed,
+            "answer": event.text,
+            "answered_at": iso(event.timestamp),
+            "answered_by": event.meta["actor_id"],
+            "response_seconds": waited.total_seconds(),
+        }
+        self._save(conn, event, position, complaint=complaint)
