@@ -119,13 +119,23 @@ class WebhookDelivery:
 
     Every webhook is tried on every attempt; if any fails, the row is retried as a whole,
     so a webhook that already accepted it may see it again (hence `X-Patron-Delivery`).
+
+    With no active webhook there is nowhere to post, which is not a failure by default: a
+    deployment without webhooks chains this with `OutboxRecorder` and relies on the outbox
+    alone. `require_webhook=True` makes it one (rows wait and retry until one exists).
     """
 
     def __init__(
-        self, engine: Engine, *, timeout: float = 5.0, client: httpx.Client | None = None
+        self,
+        engine: Engine,
+        *,
+        timeout: float = 5.0,
+        client: httpx.Client | None = None,
+        require_webhook: bool = False,
     ) -> None:
         self.engine = engine
         self.timeout = timeout
+        self.require_webhook = require_webhook
         # One pooled client: connections to the same receivers are reused across rows.
         # Redirects are not followed: a signed body goes only where it was registered.
         self._owns_client = client is None
@@ -150,7 +160,9 @@ class WebhookDelivery:
     def deliver(self, row: Row) -> None:
         webhooks = self._webhooks()
         if not webhooks:
-            raise DeliveryError("no active webhook is registered")
+            if self.require_webhook:
+                raise DeliveryError("no active webhook is registered")
+            return
         body = body_of(row["payload"])
         delivery = f"{row['notification_id']}:{row['channel']}"
         errors: list[str] = []

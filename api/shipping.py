@@ -22,7 +22,7 @@ from api.service import CommandResult, Session, UnitOfWork
 from domain.clock import Clock
 from domain.errors import ForbiddenError, ValidationError
 from domain.loyalty_rules import LoyaltyRules
-from domain.member import Member
+from domain.member import Member, validate_address
 from domain.metadata import EventMetadata
 from domain.order import Order
 from domain.shipment import (
@@ -127,7 +127,8 @@ class ShippingService:
                 raise ForbiddenError(f"expedited delivery is a benefit of higher tiers than "
                                      f"{account.tier}", "speed")
             delivery_prefs = (member.preferences or {}).get("delivery") or {}
-            chosen_address = address or (member.personal or {}).get("default_address")
+            chosen_address = (validate_address(address) if address
+                              else (member.personal or {}).get("default_address"))
             method_value, point, checked_window = validate_options(
                 method, self._pickup(pickup_point), window, chosen_address, now
             )
@@ -140,8 +141,8 @@ class ShippingService:
             public, personal = validate_packaging(packaging_input)
             if chosen_address and method_value != DeliveryMethod.PICKUP_POINT:
                 personal["address"] = chosen_address
-            covered = order.allocate_shipment(str(shipment_id), items or _everything(order),
-                                              None, now, meta)
+            wanted = _everything(order) if items is None else items
+            covered = order.allocate_shipment(str(shipment_id), wanted, None, now, meta)
             return session.add(Shipment.create(
                 shipment_id, str(order.id), order.member_id, covered, method_value, speed,
                 benefits.priority_dispatch, point, checked_window,
@@ -159,10 +160,12 @@ class ShippingService:
             now = self.clock.now()
             shipment = session.get(Shipment, shipment_id)
             current_address = (shipment.personal or {}).get("address")
+            checked_address = validate_address(address) if address else None
             method_value, point, checked = validate_options(
-                method, self._pickup(pickup_point), window, address or current_address, now
+                method, self._pickup(pickup_point), window, checked_address or current_address,
+                now,
             )
-            personal = {"address": address} if address else None
+            personal = {"address": checked_address} if checked_address else None
             shipment.change_delivery_options(method_value, point, checked, personal, now, meta)
             return shipment
 

@@ -272,7 +272,7 @@ def _interests(values: Iterable[Any], field: str) -> list[str]:
     return cleaned
 
 
-def _address(value: Mapping[str, Any]) -> dict[str, Any]:
+def validate_address(value: Mapping[str, Any]) -> dict[str, Any]:
     allowed = {"recipient", "line1", "line2", "city", "region", "postal_code", "country", "phone"}
     unknown = set(value) - allowed
     if unknown:
@@ -345,7 +345,7 @@ def validate_preferences(
             )
         public["delivery"] = section
         address = delivery.get("default_address")
-        personal["default_address"] = None if address is None else _address(address)
+        personal["default_address"] = None if address is None else validate_address(address)
     return public, personal
 
 

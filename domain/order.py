@@ -378,7 +378,7 @@ class Order(Aggregate):
             covered = [{"line_id": i["line_id"], "quantity": i["quantity"]}
                        for i in original["items"]]
             self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
-                          replaces=replaces, meta=meta.as_dict())
+                          replaces=replaces, order_state=None, meta=meta.as_dict())
             return covered
         self._require("ship", OrderState.PAID, OrderState.PARTIALLY_SHIPPED)
         if not items:
@@ -397,8 +397,11 @@ class Order(Aggregate):
                     "items",
                 )
         covered = [{"line_id": k, "quantity": v} for k, v in wanted.items()]
+        everything = all(self.shippable(line["line_id"]) == wanted.get(line["line_id"], 0)
+                         for line in self.lines)
+        state = OrderState.SHIPPED if everything else OrderState.PARTIALLY_SHIPPED
         self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
-                      replaces=None, meta=meta.as_dict())
+                      replaces=None, order_state=state.value, meta=meta.as_dict())
         return covered
 
     def shipment_received(self, shipment_id: str, now: datetime, meta: EventMetadata) -> bool:
@@ -420,6 +423,9 @@ class Order(Aggregate):
         items: list[dict[str, Any]]
         replaces: str | None
         meta: dict[str, Any]
+        # The order's state after this parcel (None for a reship: the state stays), carried
+        # on the event so read models need not recount every allocation.
+        order_state: str | None = None
 
         def apply(self, order: Any) -> None:
             if self.replaces:
@@ -427,10 +433,8 @@ class Order(Aggregate):
             order.shipments[self.shipment_id] = {
                 "items": self.items, "replaced": False, "received": False,
             }
-            done = all(order.shippable(line["line_id"]) == 0 for line in order.lines)
-            state = OrderState.SHIPPED if done else OrderState.PARTIALLY_SHIPPED
-            if order.state in (OrderState.PAID, OrderState.PARTIALLY_SHIPPED):
-                order._enter(state, self.timestamp)
+            if self.order_state is not None:
+                order._enter(OrderState(self.order_state), self.timestamp)
 
     class ShipmentReceived(Aggregate.Event):
         shipment_id: str

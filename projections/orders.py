@@ -28,6 +28,8 @@ class OrdersProjection(Projection):
             Order.FlaggedForReview: self.on_flagged,
             Order.Cancelled: self.on_cancelled,
             Order.Refunded: self.on_refunded,
+            Order.ShipmentAllocated: self.on_shipment_allocated,
+            Order.ShipmentReceived: self.on_shipment_received,
             Order.Delivered: self.on_delivered,
             Order.Completed: self.on_completed,
         }
@@ -155,6 +157,19 @@ class OrdersProjection(Projection):
             refunds=[*row["refunds"], refund],
             refunded_amount=row["refunded_amount"] + event.amount,
         )
+
+    def on_shipment_allocated(self, conn: Connection, event: Any, position: int) -> None:
+        if event.order_state is None:  # a reship replaces a parcel; the state stays
+            self._save(conn, event, position)
+            return
+        row = self._load(conn, event)
+        if row["state"] == event.order_state:
+            self._save(conn, event, position)
+        else:
+            self._enter(conn, event, position, OrderState(event.order_state))
+
+    def on_shipment_received(self, conn: Connection, event: Any, position: int) -> None:
+        self._save(conn, event, position)
 
     def on_delivered(self, conn: Connection, event: Any, position: int) -> None:
         self._enter(

@@ -36,6 +36,7 @@ from api.schema.common import (
 from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscriptions
 from api.schema.members import MemberMutations, MemberQueries
 from api.schema.orders import OrderMutations, OrderQueries
+from api.schema.shipments import ShipmentMutations, ShipmentQueries, ShipmentSubscriptions
 
 log = logging.getLogger("patron.api")
 
@@ -48,12 +49,16 @@ def _query_type() -> type:
         node: relay.Node | None = relay.node(description="Any object by its global id.")
 
     return merge_types(
-        "Query", (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, AuditQueries)
+        "Query",
+        (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, ShipmentQueries,
+         AuditQueries),
     )
 
 
-Mutation = merge_types("Mutation", (MemberMutations, OrderMutations, LoyaltyMutations))
-Subscription = merge_types("Subscription", (LoyaltySubscriptions,))
+Mutation = merge_types(
+    "Mutation", (MemberMutations, OrderMutations, LoyaltyMutations, ShipmentMutations)
+)
+Subscription = merge_types("Subscription", (LoyaltySubscriptions, ShipmentSubscriptions))
 
 
 class ReadYourWrites(SchemaExtension):

@@ -48,6 +48,7 @@ from domain.metadata import Channel, EventMetadata, Role
 if TYPE_CHECKING:
     from api.schema.loyalty import CouponNode, CouponStatus, LoyaltyAccount
     from api.schema.orders import OrderNode
+    from api.schema.shipments import NotificationNode
 
 Gender = strawberry.enum(model.Gender)
 Education = strawberry.enum(model.Education)
@@ -341,6 +342,14 @@ class MemberNode(relay.Node):
         from api.schema.loyalty import account_view
 
         return await account_view(context(info), self.key)
+
+    @strawberry.field(description="Notices about the member's parcels, newest first.")
+    async def notifications(
+        self, info: strawberry.Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Annotated[NotificationNode, strawberry.lazy("api.schema.shipments")]]:
+        from api.schema.shipments import member_notifications
+
+        return await member_notifications(info, self.key, first, after)
 
     @strawberry.field(description="The coupon wallet, newest first.")
     async def coupons(

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -30,6 +30,9 @@ from api.service import CommandResult
 from domain import order as model
 from domain.errors import DomainError, ErrorCode, NotFoundError, ValidationError
 from domain.metadata import EventMetadata, Role
+
+if TYPE_CHECKING:
+    from api.schema.shipments import ShipmentNode
 
 OrderState = strawberry.enum(model.OrderState)
 PaymentMethod = strawberry.enum(model.PaymentMethod)
@@ -276,6 +279,14 @@ class OrderNode(relay.Node):
     @strawberry.field
     def version(self) -> int:
         return int(self.row["version"])
+
+    @strawberry.field(description="The order's parcels, oldest first.")
+    async def shipments(
+        self, info: strawberry.Info
+    ) -> list[Annotated[ShipmentNode, strawberry.lazy("api.schema.shipments")]]:
+        from api.schema.shipments import order_shipments
+
+        return await order_shipments(info, self.key)
 
 
 # -- inputs ---------------------------------------------------------------------------------
