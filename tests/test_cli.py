@@ -378,3 +378,20 @@ def test_reading_commands_do_not_migrate_and_say_how_to(sqlite_url: str) -> None
     assert "patron migrate" in result.output
     assert run(sqlite_url, "migrate").exit_code == 0
     assert run(sqlite_url, "projections", "status").exit_code == 0
+
+
+def test_notification_webhooks_are_registered_and_removed_from_the_command_line(
+    database_url: str,
+) -> None:
+    assert run(database_url, "migrate").exit_code == 0
+    bad = run_catching(database_url, "notifications", "add-webhook", "ftp://x", "--secret",
+                       "s" * 20)
+    assert failed_cleanly(bad) and "http" in bad.output
+    added = run(database_url, "notifications", "add-webhook", "https://hooks.example.com/p",
+                "--secret", "s" * 20)
+    assert added.exit_code == 0, added.output
+    webhook_id = added.output.split()[2]
+    removed = run(database_url, "notifications", "remove-webhook", webhook_id)
+    assert removed.exit_code == 0, removed.output
+    unknown = run_catching(database_url, "notifications", "remove-webhook", "no-such-hook")
+    assert failed_cleanly(unknown) and "no-such-hook" in unknown.output
