@@ -9,6 +9,7 @@ reached that position, then answers; past the bound it fails with a typed error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -95,3 +96,35 @@ async def wait_for_position(
             raise ProjectionLagError(wanted, max(reached, known or 0), timeout)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.02)
+
+
+class ReadModelChanges:
+    """Wakes subscriptions in this process as soon as a projection commits.
+
+    The projection runner calls `notify()` from its thread after each committed batch;
+    waiters are asyncio tasks on any event loop. Commits made by another process are not
+    seen here, so waiters also wake on a timeout and look at the read models themselves.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+
+    def notify(self) -> None:
+        with self._lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+    async def wait(self, timeout: float) -> None:
+        event = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)

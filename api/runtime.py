@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
-from api.consistency import WriteTracker, wait_for_position
+from api.consistency import ReadModelChanges, WriteTracker, wait_for_position
 from api.outbound import OutboundDispatcher, OutboxRecorder, WebhookDelivery
 from api.personal_data import DataKeyStore
 from api.scheduler import Scheduler
@@ -100,6 +100,7 @@ class Runtime:
         database = settings.database
         self.sync_engine = database.create_sync_engine()
         self.keys = DataKeyStore(self.sync_engine, ttl=settings.data_key_cache_seconds)
+        self.changes = ReadModelChanges()
         self.app = PatronApplication(
             database.eventsourcing_env(), self.keys, settings.snapshot_interval
         )
@@ -112,6 +113,7 @@ class Runtime:
             # On PostgreSQL, NOTIFY wakes the runner; polling is only a safety net there.
             poll_interval=settings.projection_poll_interval * (10 if database.is_postgres else 1),
             listen_conninfo=postgres_conninfo(database) if database.is_postgres else None,
+            on_commit=self.changes.notify,
         )
         self.uow = UnitOfWork(self.app, on_recorded=lambda _position: self.runner.nudge())
         self.rules = settings.loyalty_rules

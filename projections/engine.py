@@ -83,6 +83,7 @@ class ProjectionRunner:
         lease_seconds: float = 15.0,
         listen_conninfo: str | None = None,
         owner: str | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.recorder = recorder
@@ -93,6 +94,7 @@ class ProjectionRunner:
         self.lease = timedelta(seconds=lease_seconds)
         self.listen_conninfo = listen_conninfo
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.on_commit = on_commit
         # Positions this runner has committed: lets waiters in this process skip the database.
         self.applied: dict[str, int] = {}
         self._wakeup = threading.Event()
@@ -203,6 +205,8 @@ class ProjectionRunner:
             log.info("projection %s: another runner applied position %s first", name, start)
             return 0
         self.applied[name] = notifications[-1].id
+        if self.on_commit is not None:
+            self.on_commit()
         return len(notifications)
 
     def _apply_batch(

@@ -20,6 +20,8 @@ TINY = {
     "rebuild": ["--members", "20", "--no-warm"],
     "checkout": ["--members", "4", "--checkouts", "16", "--warmup", "2", "--concurrency", "2",
                  "--demo-members", "4", "--demo-days", "30"],
+    "tracking": ["--shipments", "4", "--updates", "16", "--warmup", "2", "--concurrency", "2",
+                 "--subscribers", "2", "--latency-updates", "4"],
 }
 EXPECTED = {
     "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
@@ -28,6 +30,8 @@ EXPECTED = {
                 "ratio_rebuild_to_read_decode"),
     "checkout": ("http_checkouts_per_s", "direct_checkouts_per_s", "ratio_http_to_direct",
                  "loyalty_rebuild_events_per_s", "read_decode_events_per_s"),
+    "tracking": ("http_updates_per_s", "direct_updates_per_s", "ratio_http_to_direct",
+                 "notify_received", "notify_from_sent_p50_ms"),
 }
 
 

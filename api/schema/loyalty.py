@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -699,4 +698,4 @@ class LoyaltySubscriptions:
             if row is not None and row["version"] != last_version:
                 last_version = row["version"]
                 yield LoyaltyAccount.from_row(row)
-            await asyncio.sleep(POLL_SECONDS)
+            await context(info).runtime.changes.wait(POLL_SECONDS)

@@ -7,7 +7,6 @@ the subscriptions poll them, so they also see changes recorded by other processe
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -939,7 +938,7 @@ class ShipmentSubscriptions:
                 if versions.get(row["shipment_id"]) != row["version"]:
                     versions[row["shipment_id"]] = row["version"]
                     yield ShipmentNode.from_row(row)
-            await asyncio.sleep(POLL_SECONDS)
+            await context(info).runtime.changes.wait(POLL_SECONDS)
 
     @strawberry.subscription(
         description="Each new notification of the signed-in member (those recorded after "
@@ -961,7 +960,7 @@ class ShipmentSubscriptions:
             for row in await notifications_since(engine, member_id, last):
                 last = max(last, int(row["position"]))
                 yield NotificationNode.from_row(row)
-            await asyncio.sleep(POLL_SECONDS)
+            await context(info).runtime.changes.wait(POLL_SECONDS)
 
 
 __all__ = [
