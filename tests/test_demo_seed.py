@@ -23,6 +23,7 @@ from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.loyalty import account_id_for
 from projections.commerce_tables import coupons, loyalty_accounts, loyalty_ledger, orders, rewards
+from projections.shipping_tables import notifications, shipment_tracking
 from projections.tables import member_profiles
 
 MEMBERS = 8
@@ -85,6 +86,13 @@ def test_a_demo_year_fills_every_read_model(demo: Runtime) -> None:
         assert sum(1 for a in accounts if a.available > 0) >= MEMBERS // 2
         assert any(a.lifetime_redeemed > 0 for a in accounts)
         assert {a.tier for a in accounts} - {"regular"}, "nobody was promoted in a year"
+
+        # Orders shipped with carrier timelines; some parcels were rated.
+        parcels = conn.execute(select(shipment_tracking)).all()
+        assert parcels and all(p.timeline for p in parcels if p.status != "label_created")
+        assert {"delivered", "collected"} & {p.status for p in parcels}
+        assert any(p.rated for p in parcels)
+        assert conn.scalar(select(func.count()).select_from(notifications)) > 0
 
         ledger = Counter(conn.execute(select(loyalty_ledger.c.kind)).scalars())
         assert {"earned", "released", "debited"} <= set(ledger), ledger
