@@ -161,7 +161,11 @@ class Scheduler:
                           lambda s=shipment_id: self.shipping.check_exceptions(UUID(s), meta))
             report.shipments_checked += 1
         try:
-            report.notices_sent = self.outbound.dispatch_due()
+            for _ in range(50):  # drain a backlog, in bounded rounds
+                sent = self.outbound.dispatch_due(limit=100)
+                report.notices_sent += sent
+                if sent < 100:
+                    break
         except Exception as error:
             log.exception("scheduler: outbound dispatch failed")
             report.errors.append(f"outbound: {type(error).__name__}: {error}")

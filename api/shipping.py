@@ -108,13 +108,21 @@ class ShippingService:
         tracking_number: str,
         meta: EventMetadata,
     ) -> CommandResult:
-        """A parcel for a paid order; a retry with the same tracking number finds it."""
-        shipment_id = uuid.uuid5(SHIPMENT_NAMESPACE,
-                                 f"{order_id}:{carrier.lower()}:{tracking_number}")
+        """A parcel for a paid order; a retry with the same tracking number finds it.
+
+        The id derives from the carrier and tracking number, which identify a parcel: the
+        same number cannot be given to a second parcel, of this order or another.
+        """
+        shipment_id = uuid.uuid5(SHIPMENT_NAMESPACE, f"{carrier.lower()}:{tracking_number}")
 
         def decide(session: Session) -> Shipment:
             existing = session.find(Shipment, shipment_id)
             if existing is not None:
+                if existing.order_id != str(order_id):
+                    raise ValidationError(
+                        f"{carrier} tracking number {tracking_number} belongs to another parcel",
+                        "tracking_number",
+                    )
                 return existing
             now = self.clock.now()
             order = session.get(Order, order_id)
@@ -223,7 +231,10 @@ class ShippingService:
             chosen = shipment.resolve_exception(resolution, point, checked, promise, now, meta)
             if chosen != Resolution.RESHIP:
                 return shipment
-            replacement_id = uuid.uuid5(SHIPMENT_NAMESPACE, f"{shipment.id}:reship")
+            # The new parcel's number derives from the old one, and so does its id.
+            replacement_tracking = f"{shipment.tracking_number}-R"
+            replacement_id = uuid.uuid5(SHIPMENT_NAMESPACE,
+                                        f"{shipment.carrier}:{replacement_tracking}")
             order = session.get(Order, UUID(shipment.order_id))
             covered = order.allocate_shipment(str(replacement_id), [], str(shipment.id), now,
                                               meta)
@@ -232,7 +243,7 @@ class ShippingService:
                 replacement_id, shipment.order_id, shipment.member_id, covered, shipment.method,
                 shipment.speed, shipment.priority_dispatch, shipment.pickup_point,
                 shipment.window, self._promise(shipment.speed, None, now), shipment.packaging,
-                shipment.personal, shipment.carrier, f"{shipment.tracking_number}-R", now, meta,
+                shipment.personal, shipment.carrier, replacement_tracking, now, meta,
                 replaces=str(shipment.id),
             ))
 

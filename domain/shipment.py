@@ -9,7 +9,7 @@ returned to sender) is never replaced by an older update that arrives late.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -279,7 +279,9 @@ class Shipment(Aggregate):
             raise ValidationError("eta needs a time zone", "eta")
         self._trigger(
             self.TrackingRecorded, now, meta, update_id=update, status=status_value,
-            occurred_at=occurred_at.isoformat(), location=_text(location, "location"),
+            # In UTC, so that the timeline sorts by time whatever zone each carrier uses.
+            occurred_at=occurred_at.astimezone(UTC).isoformat(),
+            location=_text(location, "location"),
             note=_text(note, "note", 500), eta=eta.isoformat() if eta else None,
         )
         if status_value == TrackingStatus.DELIVERY_ATTEMPT_FAILED:

@@ -20,6 +20,7 @@ from api.config import Settings
 from api.runtime import Runtime
 from api.webhooks import sign
 from domain.clock import AdjustableClock
+from domain.errors import ValidationError
 from domain.metadata import Channel, EventMetadata, Role
 
 SECRET = "sf-webhook-secret-0123456789"
@@ -197,3 +198,35 @@ def test_the_signature_is_hmac_sha256_of_the_raw_body() -> None:
     body = b'{"a":1}'
     expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert sign(SECRET, body) == expected
+
+
+async def test_a_tracking_number_identifies_one_parcel_only(
+    carrier_client: httpx.AsyncClient, carrier_runtime: Runtime
+) -> None:
+    order, shipment = await shipped_order(carrier_runtime)
+
+    def second_order_reusing_the_number() -> None:
+        member = carrier_runtime.members.register(
+            {"name": "Max", "email": "max@example.com"}, meta("anon", Role.ANONYMOUS)
+        ).aggregate_id
+        own = meta(str(member), Role.MEMBER)
+        lines = [{"product_id": "p", "sku": "s", "name": "Cup", "quantity": 1,
+                  "unit_price": 9_000}]
+        other = carrier_runtime.orders.place(member, lines, None, 0, "o2", own).aggregate_id
+        carrier_runtime.orders.pay(other, "card", carrier_runtime.orders.get(other).total,
+                                   None, "p2", own)
+        address = {"recipient": "Max", "line1": "3 Hill Rd", "city": "Suzhou", "country": "CN"}
+        carrier_runtime.shipping.create(
+            other, None, "home_delivery", "standard", None, None, address, None, "SF", "SF1",
+            meta("agent", Role.AGENT, "packed"),
+        )
+
+    with pytest.raises(ValidationError, match="another parcel"):
+        await asyncio.to_thread(second_order_reusing_the_number)
+    # The same parcel created again (a retry) is simply found.
+    retried = await asyncio.to_thread(
+        carrier_runtime.shipping.create, order, None, "home_delivery", "standard", None, None,
+        {"recipient": "Lin", "line1": "2 Lake Rd", "city": "Hangzhou", "country": "CN"}, None,
+        "sf", "SF1", meta("agent", Role.AGENT, "retry"),
+    )
+    assert retried.aggregate_id == shipment and retried.position is None
