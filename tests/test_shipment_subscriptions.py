@@ -18,7 +18,7 @@ from strawberry.relay import GlobalID
 from api.app import create_app
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
-from domain.metadata import Role
+from domain.metadata import Channel, EventMetadata, Role
 from tests.graphql import REGISTER, token_for
 from tests.test_points_subscription import PROTOCOL, Messages, post
 
@@ -350,3 +350,36 @@ def test_notifications_are_only_for_a_signed_in_member(
     with http.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as socket:
         messages = open_subscription(socket, connection_payload, NOTIFICATION_RECEIVED, {})
         assert refusal(messages) in ("UNAUTHENTICATED", "FORBIDDEN")
+
+
+def test_updates_written_by_another_process_reach_subscribers(
+    http: TestClient, runtime: Runtime, clock: AdjustableClock
+) -> None:
+    """Another server (its own event-store connection, no projections of its own) records
+    the carrier update; this server's projections pick it up (NOTIFY on PostgreSQL, polling
+    on SQLite) and the subscriber hears of it."""
+    ann = Member(http, "Ann Lee")
+    order_id = paid_order(http, ann)
+    parcel = ship(http, order_id)["shipment"]
+    other = Runtime(runtime.settings, clock=clock)  # runner not started: it only writes
+    try:
+        with http.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as socket:
+            messages = open_subscription(socket, bearer(ann.token), SHIPMENT_UPDATED,
+                                         {"orderId": order_id})
+            assert received(messages, "shipmentUpdated")["status"] == "LABEL_CREATED"
+            other.shipping.record_tracking(
+                uuid.UUID(GlobalID.from_id(parcel["id"]).node_id), "far-1", "in_transit",
+                clock.now() - timedelta(minutes=1), "Wuxi hub", None, None,
+                other_meta(),
+            )
+            moved = received(messages, "shipmentUpdated")
+            assert moved["status"] == "IN_TRANSIT"
+            assert [u["updateId"] for u in moved["timeline"]] == ["far-1"]
+            socket.send_json({"id": "op", "type": "complete"})
+    finally:
+        other.close()
+
+
+def other_meta() -> EventMetadata:
+    return EventMetadata("carrier:sf", Role.SYSTEM, Channel.SYSTEM, "c", None,
+                         uuid.uuid4().hex)
