@@ -131,3 +131,12 @@ def member_cursor(row: ProfileRow) -> str:
     registered_at = as_utc(row["registered_at"])
     assert registered_at is not None
     return encode_cursor(registered_at.astimezone(UTC).isoformat(), row["member_id"])
+
+
+async def rows_by_id(engine: AsyncEngine, column: Any, ids: list[str]) -> dict[str, ProfileRow]:
+    """Rows of `column`'s table whose `column` is one of `ids`, keyed by it (for Relay nodes)."""
+    if not ids:
+        return {}
+    async with engine.connect() as conn:
+        result = await conn.execute(select(column.table).where(column.in_(ids)))
+        return {row._mapping[column.name]: dict(row._mapping) for row in result}

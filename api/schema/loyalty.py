@@ -24,7 +24,7 @@ from api.commerce_readmodels import (
     tier_progress,
 )
 from api.context import RequestContext
-from api.readmodels import InvalidCursorError, as_utc, encode_cursor
+from api.readmodels import InvalidCursorError, as_utc, encode_cursor, rows_by_id
 from api.schema.common import (
     ApiError,
     Connection,
@@ -43,6 +43,7 @@ from domain import loyalty_rules as rules_model
 from domain.errors import DomainError, ErrorCode
 from domain.loyalty import LotStatus as LotStatusModel
 from domain.metadata import EventMetadata, Role
+from projections.commerce_tables import coupons
 
 Tier = strawberry.enum(rules_model.Tier)
 LotStatus = strawberry.enum(LotStatusModel)
@@ -308,15 +309,9 @@ class CouponNode(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: strawberry.Info, node_ids: Iterable[str], required: bool = False
     ) -> list[CouponNode | None]:
-        from sqlalchemy import select
-
-        from projections.commerce_tables import coupons
-
         ctx = context(info)
         ids = list(node_ids)
-        async with ctx.runtime.async_engine.connect() as conn:
-            rows = {r.coupon_id: dict(r._mapping) for r in await conn.execute(
-                select(coupons).where(coupons.c.coupon_id.in_(ids)))}
+        rows = await rows_by_id(ctx.runtime.async_engine, coupons.c.coupon_id, ids)
         return [cls(key=i, row=rows[i])
                 if i in rows and ctx.principal.can_read_member(rows[i]["member_id"]) else None
                 for i in ids]

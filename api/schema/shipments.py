@@ -19,7 +19,7 @@ from strawberry import relay
 
 from api.auth import Principal, principal_from_authorization
 from api.context import RequestContext
-from api.readmodels import InvalidCursorError, as_utc
+from api.readmodels import InvalidCursorError, as_utc, rows_by_id
 from api.schema.common import (
     ApiError,
     Connection,
@@ -55,6 +55,7 @@ from domain.errors import (
     ValidationError,
 )
 from domain.metadata import EventMetadata, Role
+from projections.shipping_tables import notifications
 
 DeliveryMethod = strawberry.enum(model.DeliveryMethod)
 DeliverySpeed = strawberry.enum(model.DeliverySpeed)
@@ -379,15 +380,9 @@ class NotificationNode(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: strawberry.Info, node_ids: Iterable[str], required: bool = False
     ) -> list[NotificationNode | None]:
-        from sqlalchemy import select
-
-        from projections.shipping_tables import notifications
-
         ctx = context(info)
         ids = list(node_ids)
-        async with ctx.runtime.async_engine.connect() as conn:
-            rows = {r.notification_id: dict(r._mapping) for r in await conn.execute(
-                select(notifications).where(notifications.c.notification_id.in_(ids)))}
+        rows = await rows_by_id(ctx.runtime.async_engine, notifications.c.notification_id, ids)
         return [cls.from_row(rows[i])
                 if i in rows and ctx.principal.can_read_member(rows[i]["member_id"]) else None
                 for i in ids]
