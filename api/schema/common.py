@@ -14,10 +14,12 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.relay import GlobalID
 
+from api.auth import Principal, principal_from_authorization
 from api.context import RequestContext
 from api.service import CommandResult
 from domain.errors import DomainError, ValidationError
 from domain.errors import ErrorCode as DomainErrorCode
+from domain.metadata import Role
 
 T = TypeVar("T")
 
@@ -158,3 +160,19 @@ async def run_mutation(
     except DomainError as error:
         return None, [UserError.from_domain(error)]
     return result, []
+
+
+def subscription_principal(info: strawberry.Info) -> Principal:
+    """Who subscribes: the socket's handshake header, else the connection_init payload."""
+    ctx = context(info)
+    principal = ctx.principal
+    if principal.role is Role.ANONYMOUS:
+        params = info.context.get("connection_params") or {}
+        header = params.get("Authorization") or params.get("authorization")
+        try:
+            principal = principal_from_authorization(header, ctx.runtime.settings.secret_key)
+        except DomainError as error:
+            raise ApiError.from_domain(error) from None
+    if principal.role is Role.ANONYMOUS:
+        raise ApiError("subscribe with a bearer token", DomainErrorCode.UNAUTHENTICATED.value)
+    return principal

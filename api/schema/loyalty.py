@@ -12,7 +12,6 @@ from typing import Any
 import strawberry
 from strawberry import relay
 
-from api.auth import principal_from_authorization
 from api.commerce_readmodels import (
     expiring_points,
     expiring_window,
@@ -35,6 +34,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     run_mutation,
+    subscription_principal,
 )
 from api.schema.orders import Money, decode_uuid, money
 from api.service import CommandResult
@@ -658,17 +658,7 @@ class LoyaltyMutations:
 
 def _subscriber(info: strawberry.Info) -> str:
     """The member a subscription is for: from the socket's header or connection params."""
-    ctx = context(info)
-    principal = ctx.principal
-    if principal.role is Role.ANONYMOUS:
-        params = info.context.get("connection_params") or {}
-        header = params.get("Authorization") or params.get("authorization")
-        try:
-            principal = principal_from_authorization(header, ctx.runtime.settings.secret_key)
-        except DomainError as error:
-            raise ApiError.from_domain(error) from None
-    if principal.role is Role.ANONYMOUS:
-        raise ApiError("subscribe with a member token", ErrorCode.UNAUTHENTICATED.value)
+    principal = subscription_principal(info)
     if principal.role is not Role.MEMBER:
         raise ApiError("subscribe with a member token", ErrorCode.FORBIDDEN.value)
     return principal.subject

@@ -17,7 +17,7 @@ import strawberry
 from starlette.concurrency import run_in_threadpool
 from strawberry import relay
 
-from api.auth import Principal, principal_from_authorization
+from api.auth import Principal
 from api.context import RequestContext
 from api.readmodels import InvalidCursorError, as_utc, rows_by_id
 from api.schema.common import (
@@ -30,6 +30,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     run_mutation,
+    subscription_principal,
 )
 from api.schema.members import AddressInput
 from api.schema.orders import STAFF, decode_uuid
@@ -882,22 +883,6 @@ class ShipmentMutations:
 
 
 # -- subscriptions --------------------------------------------------------------------------
-
-
-def subscription_principal(info: strawberry.Info) -> Principal:
-    """Who subscribes: the socket's handshake header, else the connection_init payload."""
-    ctx = context(info)
-    principal = ctx.principal
-    if principal.role is Role.ANONYMOUS:
-        params = info.context.get("connection_params") or {}
-        header = params.get("Authorization") or params.get("authorization")
-        try:
-            principal = principal_from_authorization(header, ctx.runtime.settings.secret_key)
-        except DomainError as error:
-            raise ApiError.from_domain(error) from None
-    if principal.role is Role.ANONYMOUS:
-        raise ApiError("subscribe with a bearer token", ErrorCode.UNAUTHENTICATED.value)
-    return principal
 
 
 async def _followed_order(info: strawberry.Info, principal: Principal,
