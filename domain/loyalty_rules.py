@@ -81,6 +81,21 @@ class LoyaltyRules:
     welcome_coupon_valid_days: int = 30
     birthday_coupon_value: int = 2_000
     birthday_coupon_valid_days: int = 30
+    # After-sales: the reasons a member picks from (plus free text), the days within which
+    # each type of case should be resolved (first review is per tier, above), the teams
+    # cases are routed to, and how long a member has to send a return parcel.
+    case_reasons: tuple[str, ...] = (
+        "defective", "damaged_in_transit", "wrong_item", "missing_item", "not_as_described",
+        "size_or_fit", "changed_mind", "other",
+    )
+    resolution_days_return: int = 7
+    resolution_days_exchange: int = 10
+    resolution_days_repair: int = 21
+    resolution_days_refund_only: int = 3
+    resolution_days_reissue: int = 5
+    general_service_team: str = "general"
+    dedicated_service_team: str = "dedicated"
+    return_parcel_days: int = 14
 
     def __post_init__(self) -> None:
         ordered = sorted(self.tiers, key=lambda t: t.threshold)
@@ -88,6 +103,11 @@ class LoyaltyRules:
             raise ValidationError("tiers must be regular < silver < gold < platinum by threshold")
         if ordered[0].threshold != 0:
             raise ValidationError("the regular tier must start at zero spend")
+        if not self.case_reasons or not all(
+            isinstance(r, str) and r.strip() for r in self.case_reasons
+        ):
+            raise ValidationError("case_reasons must be a non-empty list of reason names")
+        object.__setattr__(self, "case_reasons", tuple(self.case_reasons))
         if self.redemption_points_per_unit <= 0 or self.minor_units_per_unit <= 0:
             raise ValidationError("conversion rates must be positive")
         object.__setattr__(self, "tiers", tuple(ordered))
@@ -123,6 +143,16 @@ class LoyaltyRules:
     def points_value(self, points: int) -> int:
         """What `points` are worth, in minor units."""
         return points * self.minor_units_per_unit // self.redemption_points_per_unit
+
+    def resolution_days(self, case_type: str) -> int:
+        days: int = getattr(self, f"resolution_days_{case_type}")
+        return days
+
+    def service_team(self, tier: Tier | str) -> str:
+        """Cases of tiers with the dedicated-team benefit go to that team."""
+        if self.tier_rule(tier).dedicated_service_team:
+            return self.dedicated_service_team
+        return self.general_service_team
 
     @classmethod
     def load(cls, path: str | Path | None) -> LoyaltyRules:
@@ -165,6 +195,7 @@ class LoyaltyRules:
 
     def as_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tiers"}
+        data["case_reasons"] = list(self.case_reasons)
         data["tiers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.tiers]
         return data
 
@@ -172,6 +203,10 @@ class LoyaltyRules:
 def _check_type(name: str, value: Any, default: Any) -> None:
     """A setting must have its default's type (no bools for numbers) and be non-negative."""
     expected = type(default)
+    if expected is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValidationError(f"loyalty rule {name} must be a list of strings")
+        return
     if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
         raise ValidationError(f"loyalty rule {name} must be a {expected.__name__}")
     if isinstance(value, int) and not isinstance(value, bool) and value < 0:

@@ -168,6 +168,8 @@ class Order(Aggregate):
         self.cancellation: dict[str, Any] | None = None
         self.delivered_at: str | None = None
         self.shipments: dict[str, dict[str, Any]] = {}
+        # After-sales claims on delivered lines, by case id.
+        self.case_claims: dict[str, list[dict[str, Any]]] = {}
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -356,12 +358,16 @@ class Order(Aggregate):
 
     # -- shipping ---------------------------------------------------------------------------
 
+    def _order_parcels(self) -> list[dict[str, Any]]:
+        """Parcels of the order itself, not replacements sent by after-sales cases."""
+        return [s for s in self.shipments.values() if not s.get("case_id")]
+
     def shippable(self, line_id: str) -> int:
         """Ordered, minus refunded, minus what shipments already cover."""
         line = self.line(line_id)
         allocated = sum(
             item["quantity"]
-            for shipment in self.shipments.values() if not shipment["replaced"]
+            for shipment in self._order_parcels() if not shipment["replaced"]
             for item in shipment["items"] if item["line_id"] == line_id
         )
         return line["quantity"] - self.refunded_quantities[line_id] - allocated
@@ -411,12 +417,95 @@ class Order(Aggregate):
             return False
         self._trigger(self.ShipmentReceived, now, shipment_id=shipment_id, meta=meta.as_dict())
         everything_left = all(self.shippable(line["line_id"]) == 0 for line in self.lines)
-        outstanding = [s for s in self.shipments.values()
+        outstanding = [s for s in self._order_parcels()
                        if not s["replaced"] and not s["received"]]
         if everything_left and not outstanding and self.state == OrderState.SHIPPED:
             self._trigger(self.Delivered, now, meta=meta.as_dict())
             return True
         return False
+
+    # -- after-sales ------------------------------------------------------------------------
+
+    @property
+    def open_case_claims(self) -> dict[str, list[dict[str, Any]]]:
+        # Orders restored from snapshots taken before after-sales cases existed lack it.
+        claims: dict[str, list[dict[str, Any]]] = getattr(self, "case_claims", {})
+        return claims
+
+    def delivered_quantity(self, line_id: str) -> int:
+        """How many of a line reached the member: all of it once the order is delivered,
+        before that what the received parcels held."""
+        line = self.line(line_id)
+        if self.state in (OrderState.DELIVERED, OrderState.COMPLETED):
+            return int(line["quantity"])
+        received = sum(
+            item["quantity"]
+            for shipment in self._order_parcels() if shipment["received"]
+            for item in shipment["items"] if item["line_id"] == line_id
+        )
+        return min(received, int(line["quantity"]))
+
+    def claimable(self, line_id: str) -> int:
+        """Delivered, minus refunded, minus what open after-sales cases already claim."""
+        claimed = sum(
+            item["quantity"] for lines in self.case_claims.values()
+            for item in lines if item["line_id"] == line_id
+        )
+        refunded = self.refunded_quantities[line_id]
+        return max(self.delivered_quantity(line_id) - refunded - claimed, 0)
+
+    def claim_for_case(self, case_id: str, lines: Sequence[Mapping[str, Any]], now: datetime,
+                       meta: EventMetadata) -> None:
+        """Reserve delivered quantities for a case, so that no two open cases claim them."""
+        if case_id in self.open_case_claims:
+            return
+        for item in lines:
+            left = self.claimable(item["line_id"])
+            if item["quantity"] > left:
+                raise ValidationError(
+                    f"line {item['line_id']} has only {left} delivered and not already "
+                    "refunded or claimed by another open case",
+                    "lines",
+                )
+        self._trigger(self.CaseClaimed, now, case_id=case_id,
+                      lines=[{"line_id": i["line_id"], "quantity": i["quantity"]}
+                             for i in lines],
+                      meta=meta.as_dict())
+
+    def release_case_claim(self, case_id: str, now: datetime, meta: EventMetadata) -> bool:
+        if case_id not in self.open_case_claims:
+            return False
+        self._trigger(self.CaseClaimReleased, now, case_id=case_id, meta=meta.as_dict())
+        return True
+
+    def allocate_case_shipment(self, shipment_id: str, case_id: str,
+                               items: Sequence[Mapping[str, Any]], now: datetime,
+                               meta: EventMetadata) -> list[dict[str, Any]]:
+        """A parcel an after-sales case sends (exchange, repair, reissue): recorded on the
+        order without changing what is left to ship or the order's state."""
+        known = self.shipments.get(shipment_id)
+        if known is not None:
+            return list(known["items"])
+        covered = [{"line_id": i["line_id"], "quantity": i["quantity"]} for i in items]
+        self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
+                      replaces=None, order_state=None, case_id=case_id, meta=meta.as_dict())
+        return covered
+
+    class CaseClaimed(Aggregate.Event):
+        case_id: str
+        lines: list[dict[str, Any]]
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.case_claims = {**order.open_case_claims, self.case_id: self.lines}
+
+    class CaseClaimReleased(Aggregate.Event):
+        case_id: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.case_claims = {k: v for k, v in order.open_case_claims.items()
+                                 if k != self.case_id}
 
     class ShipmentAllocated(Aggregate.Event):
         shipment_id: str
@@ -426,12 +515,15 @@ class Order(Aggregate):
         # The order's state after this parcel (None for a reship: the state stays), carried
         # on the event so read models need not recount every allocation.
         order_state: str | None = None
+        # The after-sales case that sends this parcel, if any.
+        case_id: str | None = None
 
         def apply(self, order: Any) -> None:
             if self.replaces:
                 order.shipments[self.replaces]["replaced"] = True
             order.shipments[self.shipment_id] = {
                 "items": self.items, "replaced": False, "received": False,
+                "case_id": self.case_id,
             }
             if self.order_state is not None:
                 order._enter(OrderState(self.order_state), self.timestamp)

@@ -23,6 +23,13 @@ class DeliveryMethod(StrEnum):
     HOME_DELIVERY = "home_delivery"
     PICKUP_POINT = "pickup_point"
     SCHEDULED = "scheduled"
+    # A return parcel: the member hands it to the carrier, who brings it to the warehouse.
+    RETURN_DROP_OFF = "return_drop_off"
+
+
+class Direction(StrEnum):
+    OUTBOUND = "outbound"  # to the member
+    INBOUND = "inbound"  # back to the shop (an after-sales return)
 
 
 class DeliverySpeed(StrEnum):
@@ -101,6 +108,8 @@ def validate_options(
     address: Mapping[str, Any] | None, now: datetime,
 ) -> tuple[str, str | None, dict[str, str] | None]:
     method_value = _enum(DeliveryMethod, method, "method")
+    if method_value == DeliveryMethod.RETURN_DROP_OFF:
+        raise ValidationError("return drop-off is only for return parcels", "method")
     if method_value == DeliveryMethod.PICKUP_POINT and not pickup_point:
         raise ValidationError("choose a pickup point", "pickup_point")
     if method_value == DeliveryMethod.SCHEDULED and window is None:
@@ -156,6 +165,8 @@ class Shipment(Aggregate):
         now: datetime,
         meta: EventMetadata,
         replaces: str | None = None,
+        direction: Direction = Direction.OUTBOUND,
+        case_id: str | None = None,
     ) -> Shipment:
         carrier_value = _text(carrier, "carrier", 40)
         tracking = _text(tracking_number, "tracking_number", 60)
@@ -168,7 +179,7 @@ class Shipment(Aggregate):
             priority_dispatch=priority_dispatch, pickup_point=pickup_point, window=window,
             promised_by=promised_by.isoformat(), packaging=packaging, personal=personal or None,
             carrier=carrier_value.lower(), tracking_number=tracking, replaces=replaces,
-            meta=meta.as_dict(),
+            meta=meta.as_dict(), direction=direction.value, case_id=case_id,
         )
 
     class Created(Aggregate.Created):
@@ -187,6 +198,9 @@ class Shipment(Aggregate):
         tracking_number: str
         replaces: str | None
         meta: dict[str, Any]
+        direction: str = Direction.OUTBOUND.value
+        # The after-sales case that sends this parcel, or that it is the return parcel of.
+        case_id: str | None = None
 
     def __init__(
         self, order_id: str, member_id: str, items: list[dict[str, Any]], method: str,
@@ -194,6 +208,7 @@ class Shipment(Aggregate):
         window: dict[str, str] | None, promised_by: str, packaging: dict[str, Any],
         personal: dict[str, Any] | None, carrier: str, tracking_number: str,
         replaces: str | None, meta: dict[str, Any],
+        direction: str = Direction.OUTBOUND.value, case_id: str | None = None,
     ) -> None:
         self.order_id = order_id
         self.member_id = member_id
@@ -209,6 +224,8 @@ class Shipment(Aggregate):
         self.carrier = carrier
         self.tracking_number = tracking_number
         self.replaces = replaces
+        self.direction = direction
+        self.case_id = case_id
         self.status: str = TrackingStatus.LABEL_CREATED.value
         self.status_at: str | None = None
         self.eta: str | None = promised_by
