@@ -66,6 +66,26 @@ def account_for(session: Session, member_id: str, now: datetime,
     return account
 
 
+def refund_and_claw_back(
+    order: Order,
+    account: LoyaltyAccount,
+    items: Sequence[tuple[str, int]] | None,
+    refund_id: str,
+    fingerprint: str,
+    now: datetime,
+    meta: EventMetadata,
+) -> dict[str, Any] | None:
+    """Refund the order and take back the points its refunded part earned, together.
+
+    Returns the refund recorded, or None for a retry of one already recorded.
+    """
+    record = order.refund(refund_id, items, fingerprint, now, meta)
+    if record is not None:
+        account.claw_back(str(order.id), order.refunded_amount, order.paid_amount, now, meta,
+                          refund_amount=record["amount"])
+    return record
+
+
 class OrderService:
     def __init__(self, uow: UnitOfWork, clock: Clock, rules: LoyaltyRules) -> None:
         self.uow = uow
@@ -221,8 +241,8 @@ class OrderService:
                     meta, once_marker=f"returned:{order.id}",
                 )
             if order.paid_amount:
-                self._refund(session, order, account, None, f"cancel:{order.id}", "cancel", now,
-                             meta)
+                refund_and_claw_back(order, account, None, f"cancel:{order.id}", "cancel",
+                                     now, meta)
             return order
 
         return self.uow.result_of(self.uow.run(decide))
@@ -241,27 +261,10 @@ class OrderService:
             now = self.clock.now()
             order = session.get(Order, order_id)
             account = account_for(session, order.member_id, now, meta)
-            self._refund(session, order, account, items, refund_id, fingerprint, now, meta)
+            refund_and_claw_back(order, account, items, refund_id, fingerprint, now, meta)
             return order
 
         return self.uow.result_of(self.uow.run(decide))
-
-    def _refund(
-        self,
-        session: Session,
-        order: Order,
-        account: LoyaltyAccount,
-        items: Sequence[tuple[str, int]] | None,
-        refund_id: str,
-        fingerprint: str,
-        now: datetime,
-        meta: EventMetadata,
-    ) -> None:
-        record = order.refund(refund_id, items, fingerprint, now, meta)
-        if record is None:
-            return  # a retry of a recorded refund
-        account.claw_back(str(order.id), order.refunded_amount, order.paid_amount, now, meta,
-                          refund_amount=record["amount"])
 
     def mark_delivered(self, order_id: UUID, meta: EventMetadata) -> CommandResult:
         def decide(session: Session) -> Order:

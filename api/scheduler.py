@@ -1,7 +1,8 @@
 """Time-driven work: the events that become due as the clock moves.
 
 Pending points whose return window closed become available, lots expire, tiers are
-maintained, birthdays are celebrated and delivered orders complete. The scheduler finds
+maintained, birthdays are celebrated, delivered orders complete, late parcels are flagged
+and after-sales cases past their SLA record the breach. The scheduler finds
 candidates in the read models (cheap, and possibly a little behind) and asks the
 aggregates to act; the aggregates decide from their own state, so each due event is
 recorded once even when several schedulers (servers, cron's `patron loyalty tick`) run.
@@ -19,14 +20,17 @@ from uuid import UUID
 
 from sqlalchemy import Engine, func, select
 
+from api.after_sales import AfterSalesService
 from api.commerce import LoyaltyService, OrderService
 from api.outbound import OutboundDispatcher
 from api.shipping import STALL_AFTER, ShippingService
+from domain.after_sales import OPEN_STATES
 from domain.clock import Clock
 from domain.errors import DomainError
 from domain.loyalty_rules import LoyaltyRules
 from domain.metadata import Channel, EventMetadata, Role
-from domain.shipment import FINAL
+from domain.shipment import FINAL, Direction
+from projections.after_sales_tables import case_queue
 from projections.commerce_tables import loyalty_accounts, loyalty_lots, orders
 from projections.shipping_tables import shipment_tracking
 from projections.tables import member_profiles
@@ -41,6 +45,7 @@ class TickReport:
     birthdays: int = 0
     orders_completed: int = 0
     shipments_checked: int = 0
+    cases_checked: int = 0
     notices_sent: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -51,6 +56,7 @@ class TickReport:
             "birthdays": self.birthdays,
             "orders_completed": self.orders_completed,
             "shipments_checked": self.shipments_checked,
+            "cases_checked": self.cases_checked,
             "notices_sent": self.notices_sent,
             "errors": self.errors,
         }
@@ -65,6 +71,7 @@ class Scheduler:
         loyalty: LoyaltyService,
         orders: OrderService,
         shipping: ShippingService,
+        after_sales: AfterSalesService,
         outbound: OutboundDispatcher,
     ) -> None:
         self.engine = engine
@@ -73,6 +80,7 @@ class Scheduler:
         self.loyalty = loyalty
         self.orders = orders
         self.shipping = shipping
+        self.after_sales = after_sales
         self.outbound = outbound
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,9 +143,30 @@ class Scheduler:
                 select(shipment_tracking.c.shipment_id).where(
                     shipment_tracking.c.status.not_in([s.value for s in FINAL])
                     & (shipment_tracking.c.reshipped_as.is_(None))
+                    # Return parcels travel at the member's pace; their case has the SLA.
+                    & (shipment_tracking.c.direction == Direction.OUTBOUND.value)
                     & ((shipment_tracking.c.promised_by < now)
                        | (shipment_tracking.c.updated_at < quiet_since))
                 )
+            ).scalars())
+
+    def cases_past_sla(self, now: datetime) -> list[str]:
+        """Cases that missed a deadline not yet recorded as breached.
+
+        Open cases past a due time, and cases reviewed or resolved late (the check may not
+        have run while they were open).
+        """
+        q = case_queue.c
+        open_states = [s.value for s in OPEN_STATES]
+        review_missed = (~q.first_review_breached) & (q.first_review_due < now) & (
+            q.first_reviewed_at.is_(None) | (q.first_reviewed_at > q.first_review_due)
+        )
+        resolution_missed = (~q.resolution_breached) & (q.resolution_due < now) & (
+            q.state.in_(open_states) | (q.resolved_at > q.resolution_due)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(q.case_id).where(review_missed | resolution_missed)
             ).scalars())
 
     def tick(self) -> TickReport:
@@ -160,6 +189,10 @@ class Scheduler:
             self._attempt(report, "check shipment", shipment_id,
                           lambda s=shipment_id: self.shipping.check_exceptions(UUID(s), meta))
             report.shipments_checked += 1
+        for case_id in self.cases_past_sla(now):
+            self._attempt(report, "check case SLA", case_id,
+                          lambda c=case_id: self.after_sales.check_sla(UUID(c), meta))
+            report.cases_checked += 1
         try:
             for _ in range(50):  # drain a backlog, in bounded rounds
                 sent = self.outbound.dispatch_due(limit=100)

@@ -19,6 +19,7 @@ from uuid import UUID
 
 from api.commerce import account_for
 from api.service import CommandResult, Session, UnitOfWork
+from domain.after_sales import AfterSalesCase, CaseState
 from domain.clock import Clock
 from domain.errors import ForbiddenError, ValidationError
 from domain.loyalty_rules import LoyaltyRules
@@ -28,6 +29,7 @@ from domain.order import Order
 from domain.shipment import (
     DeliveryMethod,
     DeliverySpeed,
+    Direction,
     Resolution,
     Shipment,
     validate_options,
@@ -73,6 +75,11 @@ def load_pickup_points() -> tuple[PickupPoint, ...]:
         raise ValidationError(f"cannot read pickup points from {path}: {error}") from None
 
 
+def shipment_id_for(carrier: str, tracking_number: str) -> UUID:
+    """A carrier and a tracking number identify a parcel, and so its id."""
+    return uuid.uuid5(SHIPMENT_NAMESPACE, f"{carrier.lower()}:{tracking_number}")
+
+
 class ShippingService:
     def __init__(self, uow: UnitOfWork, clock: Clock, rules: LoyaltyRules,
                  pickup_points: Sequence[PickupPoint] = DEFAULT_PICKUP_POINTS) -> None:
@@ -113,7 +120,7 @@ class ShippingService:
         The id derives from the carrier and tracking number, which identify a parcel: the
         same number cannot be given to a second parcel, of this order or another.
         """
-        shipment_id = uuid.uuid5(SHIPMENT_NAMESPACE, f"{carrier.lower()}:{tracking_number}")
+        shipment_id = shipment_id_for(carrier, tracking_number)
 
         def decide(session: Session) -> Shipment:
             existing = session.find(Shipment, shipment_id)
@@ -160,6 +167,78 @@ class ShippingService:
 
         return self.uow.result_of(self.uow.run(decide))
 
+    def _new_parcel_id(self, session: Session, order_id: str, carrier: str,
+                       tracking_number: str) -> UUID:
+        shipment_id = shipment_id_for(carrier, tracking_number)
+        existing = session.find(Shipment, shipment_id)
+        if existing is not None and existing.order_id != order_id:
+            raise ValidationError(
+                f"{carrier} tracking number {tracking_number} belongs to another parcel",
+                "tracking_number",
+            )
+        return shipment_id
+
+    def send_for_case(
+        self, session: Session, order: Order, case: AfterSalesCase, carrier: str,
+        tracking_number: str, now: datetime, meta: EventMetadata,
+    ) -> Shipment:
+        """The parcel an exchange, repair or reissue sends: the case's lines, delivered the
+        way the original parcel was (or to the member's default address)."""
+        shipment_id = self._new_parcel_id(session, str(order.id), carrier, tracking_number)
+        existing = session.find(Shipment, shipment_id)
+        if existing is not None:
+            return existing
+        original = next(
+            (session.get(Shipment, UUID(sid)) for sid, parcel in order.shipments.items()
+             if not parcel.get("case_id") and not parcel["replaced"]
+             and any(i["line_id"] == line["line_id"] for i in parcel["items"]
+                     for line in case.lines)),
+            None,
+        )
+        member = session.get(Member, UUID(order.member_id))
+        address = ((original.personal or {}).get("address") if original else None) or (
+            (member.personal or {}).get("default_address")
+        )
+        method = original.method if original else DeliveryMethod.HOME_DELIVERY.value
+        pickup = original.pickup_point if original else None
+        if method == DeliveryMethod.SCHEDULED:  # the old window has passed
+            method = DeliveryMethod.HOME_DELIVERY.value
+        method_value, point, _ = validate_options(method, pickup, None, address, now)
+        speed = original.speed if original else DeliverySpeed.STANDARD.value
+        account = account_for(session, order.member_id, now, meta)
+        covered = order.allocate_case_shipment(str(shipment_id), str(case.id), case.lines,
+                                               now, meta)
+        return session.add(Shipment.create(
+            shipment_id, str(order.id), order.member_id, covered, method_value, speed,
+            self.rules.tier_rule(account.tier).priority_dispatch, point, None,
+            self._promise(speed, None, now),
+            original.packaging if original else {"gift_wrap": False, "eco": False},
+            {"address": address} if address and point is None else None,
+            carrier, tracking_number, now, meta, case_id=str(case.id),
+        ))
+
+    def expect_return(
+        self, session: Session, case: AfterSalesCase, carrier: str, tracking_number: str,
+        now: datetime, meta: EventMetadata,
+    ) -> Shipment:
+        """The inbound parcel of a return label; its tracking updates the case."""
+        shipment_id = self._new_parcel_id(session, case.order_id, carrier, tracking_number)
+        existing = session.find(Shipment, shipment_id)
+        if existing is not None:
+            if existing.case_id != str(case.id):
+                raise ValidationError(
+                    f"{carrier} tracking number {tracking_number} belongs to another parcel",
+                    "tracking_number",
+                )
+            return existing
+        return session.add(Shipment.create(
+            shipment_id, case.order_id, case.member_id, case.lines,
+            DeliveryMethod.RETURN_DROP_OFF.value, DeliverySpeed.STANDARD.value, False, None,
+            None, now + timedelta(days=self.rules.return_parcel_days),
+            {"gift_wrap": False, "eco": False}, None, carrier, tracking_number, now, meta,
+            direction=Direction.INBOUND, case_id=str(case.id),
+        ))
+
     def change_delivery_options(
         self, shipment_id: UUID, method: str, pickup_point: str | None,
         window: dict[str, Any] | None, address: dict[str, Any] | None, meta: EventMetadata,
@@ -196,6 +275,13 @@ class ShippingService:
             if not shipment.record_tracking(update_id, status, occurred_at, location, note, eta,
                                             now, meta):
                 return shipment  # a repeated delivery of the same update
+            if shipment.direction == Direction.INBOUND:
+                case = (session.find(AfterSalesCase, UUID(shipment.case_id))
+                        if shipment.received and shipment.case_id else None)
+                # A parcel of a withdrawn case still arrives; only a waiting case moves on.
+                if case is not None and case.state == CaseState.AWAITING_RETURN:
+                    case.return_received("carrier", now, meta)
+                return shipment
             if shipment.received:
                 order = session.get(Order, UUID(shipment.order_id))
                 if order.shipment_received(str(shipment.id), now, meta):

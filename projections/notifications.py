@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from domain.member import MARKETING_CHANNELS, ConsentPurpose, Member
-from domain.shipment import FINAL, ExceptionKind, Resolution, Shipment, TrackingStatus
+from domain.shipment import FINAL, Direction, ExceptionKind, Resolution, Shipment, TrackingStatus
 from projections.commerce_tables import utc
 from projections.engine import Handler, Projection
 from projections.shipping_tables import (
@@ -259,6 +259,16 @@ class NotificationsProjection(Projection):
             "latest_occurred_at": None,
             "latest_recorded_at": None,
         }
+        if getattr(event, "direction", Direction.OUTBOUND.value) == Direction.INBOUND.value:
+            # A return parcel: one notice with the label; the member sends it, so its
+            # tracking is the shop's business (the case shows its progress).
+            self._notify(
+                conn, event, position, shipment, MILESTONE, "return.label_created",
+                "Your return label is ready",
+                f"Send your return with {event.carrier}, tracking number "
+                f"{event.tracking_number}, by {_day(event.promised_by)}.",
+            )
+            return
         conn.execute(insert(notification_shipments).values(**shipment))
         replacing = " It replaces your earlier parcel." if event.replaces else ""
         self._notify(

@@ -88,6 +88,8 @@ class ShipmentTrackingProjection(Projection):
                 carrier=event.carrier,
                 tracking_number=event.tracking_number,
                 method=event.method,
+                direction=getattr(event, "direction", "outbound"),
+                case_id=getattr(event, "case_id", None),
                 speed=event.speed,
                 priority_dispatch=bool(event.priority_dispatch),
                 pickup_point=event.pickup_point,

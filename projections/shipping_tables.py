@@ -33,8 +33,12 @@ shipment_tracking = Table(
     Column("member_id", String(36), nullable=False),
     Column("carrier", String(40), nullable=False),
     Column("tracking_number", String(60), nullable=False),
-    # home_delivery | pickup_point | scheduled
+    # home_delivery | pickup_point | scheduled | return_drop_off (a return parcel)
     Column("method", String(20), nullable=False),
+    # outbound (to the member) | inbound (a return parcel, back to the shop)
+    Column("direction", String(10), nullable=False, server_default="outbound"),
+    # The after-sales case that sends this parcel or that it is the return parcel of.
+    Column("case_id", String(36)),
     # standard | expedited
     Column("speed", String(20), nullable=False),
     Column("priority_dispatch", Boolean, nullable=False),
@@ -80,6 +84,7 @@ shipment_tracking = Table(
     Index("ix_shipment_tracking_status", "status"),
     Index("ix_shipment_tracking_exception_state", "exception_state"),
     Index("ix_shipment_tracking_rated", "rated"),
+    Index("ix_shipment_tracking_case_id", "case_id"),
     # Carrier webhooks name a parcel by its carrier and tracking number.
     Index("ix_shipment_tracking_carrier_tracking_number", "carrier", "tracking_number",
           unique=True),
