@@ -17,6 +17,7 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.after_sales import AfterSalesService
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
 from api.consistency import ReadModelChanges, WriteTracker, wait_for_position
@@ -26,6 +27,7 @@ from api.scheduler import Scheduler
 from api.service import MemberService, PatronApplication, UnitOfWork
 from api.shipping import ShippingService, load_pickup_points
 from domain.clock import Clock, SystemClock
+from projections.case_queue import CaseQueueProjection
 from projections.coupons import CouponsProjection
 from projections.database import DatabaseConfig
 from projections.engine import Projection, ProjectionRunner
@@ -33,6 +35,7 @@ from projections.loyalty import LoyaltyProjection
 from projections.member_profiles import MemberProfilesProjection
 from projections.notifications import NotificationsProjection
 from projections.orders import OrdersProjection
+from projections.service_kpis import ServiceKpisProjection
 from projections.shipment_tracking import ShipmentTrackingProjection
 
 log = logging.getLogger("patron.runtime")
@@ -42,7 +45,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 def all_projections() -> list[Projection]:
     return [MemberProfilesProjection(), OrdersProjection(), LoyaltyProjection(),
-            CouponsProjection(), ShipmentTrackingProjection(), NotificationsProjection()]
+            CouponsProjection(), ShipmentTrackingProjection(), NotificationsProjection(),
+            CaseQueueProjection(), ServiceKpisProjection()]
 
 
 def alembic_config(database: DatabaseConfig) -> AlembicConfig:
@@ -121,6 +125,7 @@ class Runtime:
         self.orders = OrderService(self.uow, self.clock, self.rules)
         self.loyalty = LoyaltyService(self.uow, self.clock, self.rules)
         self.shipping = ShippingService(self.uow, self.clock, self.rules, load_pickup_points())
+        self.after_sales = AfterSalesService(self.uow, self.clock, self.rules, self.shipping)
         self.webhooks = WebhookDelivery(self.sync_engine)
         self.outbound = OutboundDispatcher(
             self.sync_engine,
@@ -129,7 +134,7 @@ class Runtime:
         )
         self.scheduler = Scheduler(
             self.sync_engine, self.clock, self.rules, self.loyalty, self.orders, self.shipping,
-            self.outbound,
+            self.after_sales, self.outbound,
         )
         self.writes = WriteTracker()
         self._async_engine: AsyncEngine | None = None
