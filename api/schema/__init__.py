@@ -25,6 +25,7 @@ from strawberry.types.graphql import OperationType
 
 from api.config import Settings
 from api.consistency import ProjectionLagError
+from api.schema.after_sales import CaseMutations, CaseQueries, CaseSubscriptions
 from api.schema.audit import AuditQueries
 from api.schema.common import (
     EVENT_POSITION_SCALAR,
@@ -51,14 +52,17 @@ def _query_type() -> type:
     return merge_types(
         "Query",
         (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, ShipmentQueries,
-         AuditQueries),
+         CaseQueries, AuditQueries),
     )
 
 
 Mutation = merge_types(
-    "Mutation", (MemberMutations, OrderMutations, LoyaltyMutations, ShipmentMutations)
+    "Mutation",
+    (MemberMutations, OrderMutations, LoyaltyMutations, ShipmentMutations, CaseMutations),
 )
-Subscription = merge_types("Subscription", (LoyaltySubscriptions, ShipmentSubscriptions))
+Subscription = merge_types(
+    "Subscription", (LoyaltySubscriptions, ShipmentSubscriptions, CaseSubscriptions)
+)
 
 
 class ReadYourWrites(SchemaExtension):

@@ -46,6 +46,7 @@ from domain.errors import (
 from domain.metadata import Channel, EventMetadata, Role
 
 if TYPE_CHECKING:
+    from api.schema.after_sales import CaseNode, MemberCaseFilterInput
     from api.schema.loyalty import CouponNode, CouponStatus, LoyaltyAccount
     from api.schema.orders import OrderNode
     from api.schema.shipments import NotificationNode
@@ -350,6 +351,20 @@ class MemberNode(relay.Node):
         from api.schema.shipments import member_notifications
 
         return await member_notifications(info, self.key, first, after)
+
+    @strawberry.field(description="The member's after-sales cases, newest first.")
+    async def cases(
+        self,
+        info: strawberry.Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: Annotated[
+            MemberCaseFilterInput, strawberry.lazy("api.schema.after_sales")
+        ] | None = None,
+    ) -> Connection[Annotated[CaseNode, strawberry.lazy("api.schema.after_sales")]]:
+        from api.schema.after_sales import member_cases
+
+        return await member_cases(info, self.key, filter, first, after)
 
     @strawberry.field(description="The coupon wallet, newest first.")
     async def coupons(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import strawberry
 from starlette.concurrency import run_in_threadpool
 from strawberry import relay
+from strawberry.relay import to_base64
 
 from api.auth import Principal
 from api.context import RequestContext
@@ -60,6 +61,7 @@ from projections.shipping_tables import notifications
 
 DeliveryMethod = strawberry.enum(model.DeliveryMethod)
 DeliverySpeed = strawberry.enum(model.DeliverySpeed)
+ShipmentDirection = strawberry.enum(model.Direction, name="ShipmentDirection")
 TrackingStatus = strawberry.enum(model.TrackingStatus)
 ShipmentExceptionKind = strawberry.enum(model.ExceptionKind, name="ShipmentExceptionKind")
 ExceptionResolution = strawberry.enum(model.Resolution, name="ExceptionResolution")
@@ -241,6 +243,17 @@ class ShipmentNode(relay.Node):
     @strawberry.field
     def speed(self) -> DeliverySpeed:
         return DeliverySpeed(self.row["speed"])
+
+    @strawberry.field(description="OUTBOUND to the member, or INBOUND: an after-sales "
+                                  "return parcel on its way back to the shop.")
+    def direction(self) -> ShipmentDirection:
+        return ShipmentDirection(self.row["direction"])
+
+    @strawberry.field(description="The after-sales case that sent this parcel, or whose "
+                                  "return parcel it is (its global id).")
+    def case_id(self) -> strawberry.ID | None:
+        case = self.row["case_id"]
+        return strawberry.ID(to_base64("AfterSalesCase", case)) if case else None
 
     @strawberry.field(description="Dispatched first: a benefit of the member's tier.")
     def priority_dispatch(self) -> bool:
