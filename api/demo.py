@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from api.commerce import COUPON_NAMESPACE
 from api.runtime import Runtime
+from api.shipping import shipment_id_for
 from domain.clock import AdjustableClock
 from domain.errors import DomainError
 from domain.loyalty import account_id_for
@@ -44,7 +45,7 @@ log = logging.getLogger("patron.demo")
 
 DEMO_DAYS = 365
 # The read models the scheduler finds due work in: caught up before every daily tick.
-SCHEDULER_READS = ("member_profiles", "orders", "loyalty")
+SCHEDULER_READS = ("member_profiles", "orders", "loyalty", "case_queue")
 
 FIRST = ["Li", "Wei", "Mei", "Jun", "Anna", "Lucas", "Sofia", "Chen", "Yuki", "Omar", "Lena",
          "Ravi", "Hana", "Mateo", "Zara", "Ming", "Ivy", "Noah", "Aisha", "Tom"]
@@ -115,6 +116,20 @@ REVIEWS = ["Exactly as described, fast delivery.", "Good value for the price.",
            "Gift for my mother, she loves it."]
 RETURN_REASONS = ["returned: damaged in transit", "returned: wrong size",
                   "returned: not as described", "returned: changed mind within window"]
+# After-sales cases: (type, weight, reasons, what the member writes).
+CASE_KINDS = [
+    ("return", 35, ["changed_mind", "size_or_fit", "not_as_described"],
+     "It does not suit me; I would like to send it back."),
+    ("exchange", 20, ["size_or_fit", "defective"], "Could I have another one instead?"),
+    ("repair", 10, ["defective"], "It stopped working after a week."),
+    ("refund_only", 20, ["damaged_in_transit", "not_as_described"],
+     "It arrived damaged; not worth sending back."),
+    ("reissue", 15, ["missing_item", "wrong_item"], "This is not what I ordered."),
+]
+CASE_OUTCOMES = {"return": "refunded", "exchange": "exchanged", "repair": "repaired",
+                 "refund_only": "refunded", "reissue": "reissued"}
+AGENTS = ["agent-ana", "agent-bo", "agent-cy"]
+VIP_AGENT = "agent-vip"
 REWARDS = [
     # (day defined, days valid, details)
     (1, None, {"name": "¥10 voucher", "description": "¥10 off any order",
@@ -731,6 +746,107 @@ class _Year:
         if plan.refund:
             self.at(now + timedelta(days=plan.rng.randint(1, 6)) + self.hours(plan.rng, 0, 6),
                     lambda: self.refund(plan, order_id))
+        else:
+            # A stream of its own, so the rest of the year is the same with or without cases.
+            rng = self.stream(plan.member.index, "case", now.isoformat())
+            if rng.random() < 0.08:
+                self.at(now + timedelta(days=rng.randint(1, 6)) + self.hours(rng, 0, 10),
+                        lambda: self.open_case(plan, order_id, rng))
+
+    # -- after-sales -----------------------------------------------------------------------
+
+    def open_case(self, plan: OrderPlan, order_id: uuid.UUID, rng: random.Random) -> None:
+        """A member's case, worked by agents at their own pace: some miss the SLA."""
+        kind, _, reasons, text = rng.choices(CASE_KINDS, weights=[k[1] for k in CASE_KINDS])[0]
+        order: Order = self.runtime.orders.get(order_id)
+        line = rng.choice(order.lines)
+        member = self.member_meta(plan.member)
+        case_id = self.runtime.after_sales.open(
+            order_id, kind, rng.choice(reasons), text, [(line["line_id"], line["quantity"])],
+            None, [f"https://photos.example.com/{self.key()}.jpg"] if rng.random() < 0.5
+            else None, CASE_OUTCOMES[kind], self.key(), member,
+        ).aggregate_id
+        self.count("cases")
+        case = self.runtime.after_sales.get(case_id)
+        agent = VIP_AGENT if case.team == self.rules.dedicated_service_team else rng.choice(AGENTS)
+        now = self.clock.now()
+        if rng.random() < 0.05:
+            self.at(now + self.hours(rng, 1, 6), lambda: self.case_step(
+                "withdrawn", lambda: self.runtime.after_sales.withdraw(
+                    case_id, "Sorted it out myself", member)))
+            return
+        # Most first reviews are prompt; a few wait past the tier's SLA.
+        review_in = self.hours(rng, 0.5, 8) if rng.random() < 0.8 else self.hours(rng, 20, 40)
+        when = now + review_in
+        self.at(when, lambda: self.review_case(case_id, kind, agent, rng))
+
+    def case_step(self, what: str, action: Callable[[], Any]) -> None:
+        action()
+        self.count(f"cases_{what}")
+
+    def review_case(self, case_id: uuid.UUID, kind: str, agent: str,
+                    rng: random.Random) -> None:
+        cases = self.runtime.after_sales
+        staff = self.demo.meta(agent, Role.AGENT, Channel.ADMIN)
+        cases.assign(case_id, agent, None, staff)
+        cases.post_message(case_id, "Thank you for getting in touch, we are on it.", None,
+                           None, staff)
+        now = self.clock.now()
+        if rng.random() < 0.1:
+            self.case_step("rejected", lambda: cases.reject(
+                case_id, "Outside the conditions of our returns policy", staff))
+            self.at(now + timedelta(days=2), lambda: cases.close(case_id, staff))
+            return
+        cases.approve(case_id, None, staff)
+        if kind in ("return", "exchange", "repair"):
+            carrier = rng.choice(["SF", "JD"])
+            tracking = f"{carrier}R{self.key()}"
+            cases.issue_return_label(case_id, carrier, tracking, None, staff)
+            parcel = shipment_id_for(carrier, tracking)
+            sent = now + timedelta(days=rng.randint(1, 3))
+            arrived = sent + timedelta(days=rng.randint(1, 4))
+            self.at(sent, lambda: self.track(parcel, "picked_up", sent))
+            self.at(arrived, lambda: self.track(parcel, "delivered", arrived))
+            inspected = arrived + self.hours(rng, 4, 48)
+            self.at(inspected, lambda: self.inspect_and_resolve(case_id, kind, staff, rng))
+        else:
+            self.at(now + self.hours(rng, 2, 96),
+                    lambda: self.resolve_case(case_id, kind, staff, rng))
+
+    def inspect_and_resolve(self, case_id: uuid.UUID, kind: str, staff: EventMetadata,
+                            rng: random.Random) -> None:
+        self.runtime.after_sales.inspect(
+            case_id, "confirmed", rng.choice(["restock", "refurbish", "scrap"]), None, staff)
+        self.resolve_case(case_id, kind, staff, rng)
+
+    def resolve_case(self, case_id: uuid.UUID, kind: str, staff: EventMetadata,
+                     rng: random.Random) -> None:
+        cases = self.runtime.after_sales
+        outcome = CASE_OUTCOMES[kind]
+        carrier, tracking = (None, None)
+        if outcome != "refunded":
+            carrier, tracking = "SF", f"SFX{self.key()}"
+        cases.resolve(case_id, outcome, carrier, tracking, None, staff)
+        self.count(f"cases_{outcome}")
+        now = self.clock.now()
+        if carrier and tracking:
+            parcel = shipment_id_for(carrier, tracking)
+            delivered = now + timedelta(days=rng.randint(1, 3))
+            self.at(delivered, lambda: self.track(parcel, "delivered", delivered))
+        case = cases.get(case_id)
+        member = self.demo.meta(case.member_id, Role.MEMBER, Channel.APP)
+        if rng.random() < 0.6:
+            rated = now + self.hours(rng, 6, 72)
+            self.at(rated, lambda: self.case_step("rated", lambda: cases.rate(
+                case_id, rng.randint(2, 5), rng.randint(2, 5), rng.randint(1, 5),
+                rng.choice(["product", "logistics", "after_sales", "system"]), None, member)))
+        if rng.random() < 0.3:
+            visit = now + timedelta(days=2)
+            cases.schedule_follow_up(case_id, visit, staff)
+            self.at(visit, lambda: cases.record_follow_up(
+                case_id, rng.choice(["satisfied", "satisfied", "not_satisfied", "unreachable"]),
+                None, staff))
+        self.at(now + timedelta(days=4), lambda: cases.close(case_id, staff))
 
     def review(self, plan: OrderPlan, order_id: uuid.UUID) -> None:
         """A written review of one or two of the lines bought: points once per line."""
