@@ -34,6 +34,21 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     return parts
 
 
+def instant(value: Any) -> datetime | None:
+    """A time from a column (naive UTC on SQLite) or from JSON or an aggregate (ISO text)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return as_utc(value)
+
+
+def required_instant(value: Any) -> datetime:
+    moment = instant(value)
+    assert moment is not None
+    return moment
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; everything Patron stores is UTC."""
     if value is None:

@@ -34,15 +34,22 @@ from api.after_sales_readmodels import (
 from api.auth import Principal
 from api.commerce_readmodels import get_orders
 from api.context import RequestContext
-from api.readmodels import InvalidCursorError, as_utc, get_member_profiles
+from api.readmodels import (
+    InvalidCursorError,
+    get_member_profiles,
+    instant,
+    required_instant,
+)
 from api.schema.common import (
     ApiError,
     Connection,
     EventPosition,
     UserError,
     context,
+    followed_id,
     make_connection,
     page_size,
+    readable,
     run_mutation,
     subscription_principal,
 )
@@ -52,7 +59,7 @@ from api.schema.shipments import ShipmentNode
 from api.service import CommandResult
 from api.shipping_readmodels import get_shipments
 from domain import after_sales as model
-from domain.errors import DomainError, ErrorCode, ForbiddenError, NotFoundError, ValidationError
+from domain.errors import DomainError, ErrorCode, NotFoundError, ValidationError
 from domain.metadata import EventMetadata, Role
 
 CaseType = strawberry.enum(model.CaseType, description="What the member asks for.")
@@ -78,19 +85,8 @@ class CaseDecision(StrEnum):
     REJECT = "reject"
 
 
-def _at(value: Any) -> dt.datetime | None:
-    """A time from a column (naive UTC on SQLite) or from the aggregate (ISO text)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return as_utc(value)
-
-
-def _required_at(value: Any) -> dt.datetime:
-    moment = _at(value)
-    assert moment is not None
-    return moment
+_at = instant
+_required_at = required_instant
 
 
 # -- output types ---------------------------------------------------------------------------
@@ -244,11 +240,7 @@ class CaseNode(relay.Node):
         ctx = context(info)
         ids = list(node_ids)
         rows = await get_cases(ctx.runtime.async_engine, ids)
-        return [
-            cls.from_row(rows[i])
-            if i in rows and ctx.principal.can_read_member(rows[i]["member_id"]) else None
-            for i in ids
-        ]
+        return [cls.from_row(row) if row else None for row in readable(ctx.principal, rows, ids)]
 
     @classmethod
     def from_row(cls, row: dict[str, Any], viewer: Principal | None = None) -> CaseNode:
@@ -1215,21 +1207,6 @@ class CaseMutations:
 # -- subscriptions --------------------------------------------------------------------------
 
 
-async def _followed_case(info: strawberry.Info, principal: Principal,
-                         case_id: strawberry.ID) -> str:
-    """The case's id, if `principal` may follow it: its member, staff or auditors."""
-    ctx = context(info)
-    try:
-        cid = decode_case_id(case_id)
-        # The event store, not the read model: a just-opened case is already there.
-        case = await run_in_threadpool(ctx.runtime.after_sales.get, cid)
-        if not principal.can_read_member(case.member_id):
-            raise ForbiddenError("you may only follow your own cases", "case_id")
-    except DomainError as error:
-        raise ApiError.from_domain(error) from None
-    return str(cid)
-
-
 @strawberry.type
 class CaseSubscriptions:
     @strawberry.subscription(
@@ -1240,7 +1217,8 @@ class CaseSubscriptions:
         self, info: strawberry.Info, case_id: strawberry.ID
     ) -> AsyncGenerator[CaseNode, None]:
         principal = subscription_principal(info)
-        cid = await _followed_case(info, principal, case_id)
+        cid = await followed_id(info, principal, lambda: decode_case_id(case_id),
+                                context(info).runtime.after_sales.get, "cases", "case_id")
         runtime = context(info).runtime
         version: int | None = None
         while True:

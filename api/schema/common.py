@@ -12,12 +12,13 @@ from typing import Any, Generic, NewType, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from starlette.concurrency import run_in_threadpool
 from strawberry.relay import GlobalID
 
 from api.auth import Principal, principal_from_authorization
 from api.context import RequestContext
 from api.service import CommandResult
-from domain.errors import DomainError, ValidationError
+from domain.errors import DomainError, ForbiddenError, ValidationError
 from domain.errors import ErrorCode as DomainErrorCode
 from domain.metadata import Role
 
@@ -176,3 +177,30 @@ def subscription_principal(info: strawberry.Info) -> Principal:
     if principal.role is Role.ANONYMOUS:
         raise ApiError("subscribe with a bearer token", DomainErrorCode.UNAUTHENTICATED.value)
     return principal
+
+
+async def followed_id(
+    info: strawberry.Info,
+    principal: Principal,
+    decode: Callable[[], Any],
+    load: Callable[[Any], Any],
+    what: str,
+    field: str,
+) -> str:
+    """The id of what a subscription follows, if `principal` may: its member, staff or
+    auditors. Read from the event store, not a read model: a just-created one is there."""
+    try:
+        resource_id = decode()
+        resource = await run_in_threadpool(load, resource_id)
+        if not principal.can_read_member(resource.member_id):
+            raise ForbiddenError(f"you may only follow your own {what}", field)
+    except DomainError as error:
+        raise ApiError.from_domain(error) from None
+    return str(resource_id)
+
+
+def readable(principal: Principal, rows: dict[str, dict[str, Any]],
+             ids: list[str]) -> list[dict[str, Any] | None]:
+    """Rows for `node(id)`, in the order asked: None for one missing or not the asker's."""
+    return [rows[i] if i in rows and principal.can_read_member(rows[i]["member_id"]) else None
+            for i in ids]

@@ -33,6 +33,7 @@ from api.schema.common import (
     context,
     make_connection,
     page_size,
+    readable,
     run_mutation,
     subscription_principal,
 )
@@ -312,9 +313,8 @@ class CouponNode(relay.Node):
         ctx = context(info)
         ids = list(node_ids)
         rows = await rows_by_id(ctx.runtime.async_engine, coupons.c.coupon_id, ids)
-        return [cls(key=i, row=rows[i])
-                if i in rows and ctx.principal.can_read_member(rows[i]["member_id"]) else None
-                for i in ids]
+        return [cls(key=row["coupon_id"], row=row) if row else None
+                for row in readable(ctx.principal, rows, ids)]
 
     @strawberry.field
     def source(self) -> CouponSource:

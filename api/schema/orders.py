@@ -24,6 +24,7 @@ from api.schema.common import (
     decode_id,
     make_connection,
     page_size,
+    readable,
     run_mutation,
 )
 from api.service import CommandResult
@@ -144,11 +145,7 @@ class OrderNode(relay.Node):
         ctx = context(info)
         ids = list(node_ids)
         rows = await get_orders(ctx.runtime.async_engine, ids)
-        return [
-            cls.from_row(rows[i])
-            if i in rows and ctx.principal.can_read_member(rows[i]["member_id"]) else None
-            for i in ids
-        ]
+        return [cls.from_row(row) if row else None for row in readable(ctx.principal, rows, ids)]
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> OrderNode:

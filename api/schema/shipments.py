@@ -14,13 +14,10 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import strawberry
-from starlette.concurrency import run_in_threadpool
 from strawberry import relay
-from strawberry.relay import to_base64
 
-from api.auth import Principal
 from api.context import RequestContext
-from api.readmodels import InvalidCursorError, as_utc, rows_by_id
+from api.readmodels import InvalidCursorError, instant, required_instant, rows_by_id
 from api.schema.common import (
     ApiError,
     Connection,
@@ -28,8 +25,10 @@ from api.schema.common import (
     UserError,
     context,
     encode_id,
+    followed_id,
     make_connection,
     page_size,
+    readable,
     run_mutation,
     subscription_principal,
 )
@@ -52,7 +51,6 @@ from domain import shipment as model
 from domain.errors import (
     DomainError,
     ErrorCode,
-    ForbiddenError,
     NotFoundError,
     ValidationError,
 )
@@ -82,19 +80,8 @@ class NotificationKind(StrEnum):
     EXCEPTION = "exception"
 
 
-def _at(value: Any) -> dt.datetime | None:
-    """A time from a column (naive UTC on SQLite) or from inside a JSON column (ISO text)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return as_utc(value)
-
-
-def _required_at(value: Any) -> dt.datetime:
-    moment = _at(value)
-    assert moment is not None
-    return moment
+_at = instant
+_required_at = required_instant
 
 
 def _global(type_name: str, raw: str | None) -> strawberry.ID | None:
@@ -206,11 +193,7 @@ class ShipmentNode(relay.Node):
         ctx = context(info)
         ids = list(node_ids)
         rows = await get_shipments(ctx.runtime.async_engine, ids)
-        return [
-            cls.from_row(rows[i])
-            if i in rows and ctx.principal.can_read_member(rows[i]["member_id"]) else None
-            for i in ids
-        ]
+        return [cls.from_row(row) if row else None for row in readable(ctx.principal, rows, ids)]
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ShipmentNode:
@@ -253,7 +236,7 @@ class ShipmentNode(relay.Node):
                                   "return parcel it is (its global id).")
     def case_id(self) -> strawberry.ID | None:
         case = self.row["case_id"]
-        return strawberry.ID(to_base64("AfterSalesCase", case)) if case else None
+        return encode_id("AfterSalesCase", case) if case else None
 
     @strawberry.field(description="Dispatched first: a benefit of the member's tier.")
     def priority_dispatch(self) -> bool:
@@ -397,9 +380,7 @@ class NotificationNode(relay.Node):
         ctx = context(info)
         ids = list(node_ids)
         rows = await rows_by_id(ctx.runtime.async_engine, notifications.c.notification_id, ids)
-        return [cls.from_row(rows[i])
-                if i in rows and ctx.principal.can_read_member(rows[i]["member_id"]) else None
-                for i in ids]
+        return [cls.from_row(row) if row else None for row in readable(ctx.principal, rows, ids)]
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> NotificationNode:
@@ -898,21 +879,6 @@ class ShipmentMutations:
 # -- subscriptions --------------------------------------------------------------------------
 
 
-async def _followed_order(info: strawberry.Info, principal: Principal,
-                          order_id: strawberry.ID) -> str:
-    """The order's id, if `principal` may follow it: its member, staff or auditors."""
-    ctx = context(info)
-    try:
-        oid = decode_uuid(order_id, "Order", "order_id")
-        # The event store, not the read model: a just-placed order is already there.
-        order = await run_in_threadpool(ctx.runtime.orders.get, oid)
-        if not principal.can_read_member(order.member_id):
-            raise ForbiddenError("you may only follow your own orders", "order_id")
-    except DomainError as error:
-        raise ApiError.from_domain(error) from None
-    return str(oid)
-
-
 @strawberry.type
 class ShipmentSubscriptions:
     @strawberry.subscription(
@@ -923,7 +889,9 @@ class ShipmentSubscriptions:
         self, info: strawberry.Info, order_id: strawberry.ID
     ) -> AsyncGenerator[ShipmentNode, None]:
         principal = subscription_principal(info)
-        oid = await _followed_order(info, principal, order_id)
+        oid = await followed_id(info, principal,
+                                lambda: decode_uuid(order_id, "Order", "order_id"),
+                                context(info).runtime.orders.get, "orders", "order_id")
         engine = context(info).runtime.async_engine
         versions: dict[str, int] = {}
         while True:
