@@ -25,6 +25,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import ForbiddenError, InvalidTransitionError, ValidationError
 from domain.metadata import EventMetadata, Role
+from domain.validation import enum_value, rating_value
 
 
 class CaseType(StrEnum):
@@ -112,13 +113,6 @@ MAX_TEXT = 2000
 MAX_URLS = 10
 
 
-def _enum(enum: type[StrEnum], value: Any, field: str) -> str:
-    try:
-        return str(enum(value).value)
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
-        raise ValidationError(f"{field} must be one of: {allowed}", field) from None
-
 
 def _text(value: Any, field: str, max_length: int = MAX_TEXT) -> str | None:
     if value is None:
@@ -146,11 +140,6 @@ def validate_urls(urls: Sequence[Any] | None, field: str) -> list[str]:
         checked.append(url.strip())
     return checked
 
-
-def rating_value(value: Any, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
-        raise ValidationError(f"{field} is rated from 1 to 5", field)
-    return value
 
 
 def case_number_for(case_id: UUID, opened_at: datetime) -> str:
@@ -200,13 +189,13 @@ class AfterSalesCase(Aggregate):
         now: datetime,
         meta: EventMetadata,
     ) -> AfterSalesCase:
-        type_value = CaseType(_enum(CaseType, case_type, "type"))
+        type_value = CaseType(enum_value(CaseType, case_type, "type"))
         if reason not in allowed_reasons:
             raise ValidationError(f"reason must be one of: {', '.join(allowed_reasons)}",
                                   "reason")
         preferred = None
         if preferred_outcome is not None:
-            preferred = _enum(CaseOutcome, preferred_outcome, "preferred_outcome")
+            preferred = enum_value(CaseOutcome, preferred_outcome, "preferred_outcome")
             if CaseOutcome(preferred) not in OUTCOMES[type_value]:
                 allowed = ", ".join(o.value for o in OUTCOMES[type_value])
                 raise ValidationError(
@@ -389,15 +378,15 @@ class AfterSalesCase(Aggregate):
         self._require("inspect", CaseState.RECEIVED)
         personal = {"notes": _text(notes, "notes")}
         self._trigger(
-            self.Inspected, now, meta, result=_enum(InspectionResult, result, "result"),
-            disposition=_enum(Disposition, disposition, "disposition"),
+            self.Inspected, now, meta, result=enum_value(InspectionResult, result, "result"),
+            disposition=enum_value(Disposition, disposition, "disposition"),
             member_id=self.member_id,
             personal=personal if personal["notes"] else None,
         )
 
     def check_resolution(self, outcome: Any) -> CaseOutcome:
         """The outcome, if this case may be resolved with it now (raises otherwise)."""
-        value = CaseOutcome(_enum(CaseOutcome, outcome, "outcome"))
+        value = CaseOutcome(enum_value(CaseOutcome, outcome, "outcome"))
         if value not in OUTCOMES[self.type]:
             allowed = ", ".join(o.value for o in OUTCOMES[self.type])
             raise ValidationError(f"a {self.case_type} case can end as: {allowed}", "outcome")
@@ -511,7 +500,7 @@ class AfterSalesCase(Aggregate):
                                          attempted="record a follow-up")
         text = _text(note, "note")
         self._trigger(self.FollowUpRecorded, now, meta,
-                      outcome=_enum(FollowUpOutcome, outcome, "outcome"),
+                      outcome=enum_value(FollowUpOutcome, outcome, "outcome"),
                       member_id=self.member_id, personal={"note": text} if text else None)
 
     def rate(self, attitude: Any, ability: Any, efficiency: Any, category: Any,
@@ -529,7 +518,7 @@ class AfterSalesCase(Aggregate):
             self.Rated, now, meta, attitude=rating_value(attitude, "attitude"),
             ability=rating_value(ability, "ability"),
             efficiency=rating_value(efficiency, "efficiency"),
-            category=_enum(FeedbackCategory, category, "category"),
+            category=enum_value(FeedbackCategory, category, "category"),
             member_id=self.member_id, personal={"comment": text} if text else None,
         )
 

@@ -28,6 +28,7 @@ from domain.errors import (
 )
 from domain.loyalty_rules import LoyaltyRules, Tier
 from domain.metadata import EventMetadata
+from domain.validation import enum_value
 
 ACCOUNT_NAMESPACE = uuid.UUID("3f1f6f5e-7c55-4d0e-9a56-6a4bd0d5a1c1")
 MAX_ADJUSTMENT = 10_000_000
@@ -57,12 +58,6 @@ class DebitKind(StrEnum):
     ORDER_PAYMENT = "order_payment"
     ADJUSTMENT = "adjustment"
 
-
-def _enum(enum: type[StrEnum], value: Any, field: str) -> str:
-    try:
-        return str(enum(value).value)
-    except ValueError:
-        raise ValidationError(f"unknown {field} {value!r}", field) from None
 
 
 def account_id_for(member_id: str) -> uuid.UUID:
@@ -260,7 +255,7 @@ class LoyaltyAccount(Aggregate):
         request_hash: str = "",
     ) -> bool:
         """Credit available points now; False if this award or key was already applied."""
-        source_value = _enum(CreditSource, source, "source")
+        source_value = enum_value(CreditSource, source, "source")
         if source_value == CreditSource.ADJUSTMENT.value:
             meta.require_reason()
         if self.already_processed(key, request_hash):
@@ -294,7 +289,7 @@ class LoyaltyAccount(Aggregate):
         request_hash: str = "",
     ) -> bool:
         """Spend available points, soonest-expiring lots first; False for a repeated key."""
-        kind_value = _enum(DebitKind, kind, "kind")
+        kind_value = enum_value(DebitKind, kind, "kind")
         if kind_value == DebitKind.ADJUSTMENT.value:
             meta.require_reason()
         if self.already_processed(key, request_hash):

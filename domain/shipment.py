@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidTransitionError, ValidationError
 from domain.metadata import EventMetadata
+from domain.validation import enum_value, rating_value
 
 
 class DeliveryMethod(StrEnum):
@@ -69,13 +70,6 @@ RECEIVED = (TrackingStatus.DELIVERED, TrackingStatus.COLLECTED)
 DISPATCHED = tuple(s for s in TrackingStatus if s is not TrackingStatus.LABEL_CREATED)
 
 
-def _enum(enum: type[StrEnum], value: Any, field: str) -> str:
-    try:
-        return str(enum(value).value)
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
-        raise ValidationError(f"{field} must be one of: {allowed}", field) from None
-
 
 def _text(value: Any, field: str, max_length: int = 200) -> str | None:
     if value is None:
@@ -107,7 +101,7 @@ def validate_options(
     method: Any, pickup_point: str | None, window: Mapping[str, Any] | None,
     address: Mapping[str, Any] | None, now: datetime,
 ) -> tuple[str, str | None, dict[str, str] | None]:
-    method_value = _enum(DeliveryMethod, method, "method")
+    method_value = enum_value(DeliveryMethod, method, "method")
     if method_value == DeliveryMethod.RETURN_DROP_OFF:
         raise ValidationError("return drop-off is only for return parcels", "method")
     if method_value == DeliveryMethod.PICKUP_POINT and not pickup_point:
@@ -137,11 +131,6 @@ def validate_packaging(
     }
     return public, {k: v for k, v in personal.items() if v}
 
-
-def rating_value(value: Any, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
-        raise ValidationError(f"{field} is rated from 1 to 5", field)
-    return value
 
 
 class Shipment(Aggregate):
@@ -175,7 +164,7 @@ class Shipment(Aggregate):
         return cls._create(
             cls.Created, id=shipment_id, timestamp=now, order_id=order_id, member_id=member_id,
             items=[{"line_id": i["line_id"], "quantity": i["quantity"]} for i in items],
-            method=method, speed=_enum(DeliverySpeed, speed, "speed"),
+            method=method, speed=enum_value(DeliverySpeed, speed, "speed"),
             priority_dispatch=priority_dispatch, pickup_point=pickup_point, window=window,
             promised_by=promised_by.isoformat(), packaging=packaging, personal=personal or None,
             carrier=carrier_value.lower(), tracking_number=tracking, replaces=replaces,
@@ -287,7 +276,7 @@ class Shipment(Aggregate):
             raise ValidationError("a tracking update needs an id", "update_id")
         if update in self.update_ids:
             return False
-        status_value = _enum(TrackingStatus, status, "status")
+        status_value = enum_value(TrackingStatus, status, "status")
         if occurred_at.tzinfo is None:
             raise ValidationError("occurred_at needs a time zone", "occurred_at")
         if occurred_at > now + timedelta(minutes=10):
@@ -311,7 +300,7 @@ class Shipment(Aggregate):
 
     def detect_exception(self, kind: Any, detail: str, now: datetime,
                          meta: EventMetadata) -> bool:
-        kind_value = _enum(ExceptionKind, kind, "kind")
+        kind_value = enum_value(ExceptionKind, kind, "kind")
         if self.final or kind_value in self.open_exceptions:
             return False
         self._trigger(self.ExceptionDetected, now, meta, kind=kind_value, detail=detail[:300])
@@ -344,7 +333,7 @@ class Shipment(Aggregate):
                 "this shipment has no open exception to resolve", current_state=self.status,
                 attempted="resolve an exception",
             )
-        value = _enum(Resolution, resolution, "resolution")
+        value = enum_value(Resolution, resolution, "resolution")
         if value == Resolution.SWITCH_TO_PICKUP and not pickup_point:
             raise ValidationError("choose a pickup point", "pickup_point")
         if value == Resolution.RESCHEDULE and window is None:
