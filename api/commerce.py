@@ -86,6 +86,23 @@ def refund_and_claw_back(
     return record
 
 
+def reviewable_line(
+    session: Session, member_id: UUID, order_id: UUID, line_id: str
+) -> tuple[Order, dict[str, Any]]:
+    """The order and line a member may review: their own order (another member's is
+    NOT_FOUND, revealing nothing), a line it has, delivered or completed."""
+    order = session.get(Order, order_id)
+    if order.member_id != str(member_id):
+        raise NotFoundError(f"order {order_id} not found", "order_id")
+    line = order.line(line_id)  # raises for a line the order does not have
+    if order.state not in (OrderState.DELIVERED, OrderState.COMPLETED):
+        raise InvalidTransitionError(
+            f"only delivered purchases can be reviewed; the order is {order.state}",
+            current_state=order.state, attempted="review",
+        )
+    return order, line
+
+
 class OrderService:
     def __init__(self, uow: UnitOfWork, clock: Clock, rules: LoyaltyRules) -> None:
         self.uow = uow
@@ -351,23 +368,29 @@ class LoyaltyService:
 
         def decide(session: Session) -> LoyaltyAccount:
             now = self.clock.now()
-            order = session.get(Order, order_id)
-            if order.member_id != str(member_id):
-                raise NotFoundError(f"order {order_id} not found", "order_id")
-            order.line(line_id)  # raises for a line the order does not have
-            if order.state not in (OrderState.DELIVERED, OrderState.COMPLETED):
-                raise InvalidTransitionError(
-                    f"only delivered purchases can be reviewed; the order is {order.state}",
-                    current_state=order.state, attempted="review",
-                )
-            account = account_for(session, str(member_id), now, meta)
-            account.credit(
-                CreditSource.REVIEW, f"{order_id}:{line_id}", self.rules.review_points,
-                self.rules, now, meta, once_marker=f"review:{order_id}:{line_id}",
-            )
-            return account
+            self.award_review_points(session, member_id, order_id, line_id, now, meta)
+            return account_for(session, str(member_id), now, meta)
 
         return self.uow.result_of(self.uow.run(decide))
+
+    def award_review_points(
+        self, session: Session, member_id: UUID, order_id: UUID, line_id: str, now: datetime,
+        meta: EventMetadata,
+    ) -> int:
+        """Credit review points for a purchased line inside the caller's unit of work.
+
+        Shared by `award_review` and the review command (api/behaviour.py), so both check
+        the same purchase and mark the same once-per-line award: whichever path comes
+        first earns the points, the other finds the marker. Returns the points credited
+        now (0 when this line's review was rewarded before).
+        """
+        reviewable_line(session, member_id, order_id, line_id)
+        account = account_for(session, str(member_id), now, meta)
+        credited = account.credit(
+            CreditSource.REVIEW, f"{order_id}:{line_id}", self.rules.review_points,
+            self.rules, now, meta, once_marker=f"review:{order_id}:{line_id}",
+        )
+        return self.rules.review_points if credited else 0
 
     def redeem_reward(
         self, member_id: UUID, reward_id: UUID, key: str, meta: EventMetadata

@@ -427,11 +427,19 @@ def member_tokens(secret: str, members: Sequence[uuid.UUID]) -> dict[uuid.UUID, 
     }
 
 
-def serve_and_drive(runtime: Runtime, drive: Callable[[str], Awaitable[LoadResult]]) -> LoadResult:
-    """Serve the runtime's API on a real socket, projections running, and drive load at it."""
+def serve_and_drive(
+    runtime: Runtime,
+    drive: Callable[[str], Awaitable[LoadResult]],
+    *,
+    run_projections: bool = True,
+) -> LoadResult:
+    """Serve the runtime's API on a real socket, projections running (unless told not to:
+    for commands that wait for no read model, to compare like with like), and drive load
+    at it."""
     from api.app import create_app
 
     app = create_app(runtime=runtime, migrate_on_start=False, run_projections=False)
-    runtime.start_projections()
+    if run_projections:
+        runtime.start_projections()
     with LiveServer(app, on_shutdown=lambda: runtime.async_engine.dispose()) as server:
         return asyncio.run(drive(server.base_url))
