@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.after_sales import AfterSalesService
+from api.behaviour import BehaviourService
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
 from api.consistency import ReadModelChanges, WriteTracker, wait_for_position
@@ -27,11 +28,13 @@ from api.scheduler import Scheduler
 from api.service import MemberService, PatronApplication, UnitOfWork
 from api.shipping import ShippingService, load_pickup_points
 from domain.clock import Clock, SystemClock
+from domain.loyalty_rules import LoyaltyRules
 from projections.case_queue import CaseQueueProjection
 from projections.coupons import CouponsProjection
 from projections.database import DatabaseConfig
 from projections.engine import Projection, ProjectionRunner
 from projections.loyalty import LoyaltyProjection
+from projections.member_behaviour import MemberBehaviourProjection
 from projections.member_profiles import MemberProfilesProjection
 from projections.notifications import NotificationsProjection
 from projections.orders import OrdersProjection
@@ -43,10 +46,11 @@ log = logging.getLogger("patron.runtime")
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def all_projections() -> list[Projection]:
+def all_projections(rules: LoyaltyRules | None = None) -> list[Projection]:
+    """Every read model; `rules` give member_behaviour its interest half-life."""
     return [MemberProfilesProjection(), OrdersProjection(), LoyaltyProjection(),
             CouponsProjection(), ShipmentTrackingProjection(), NotificationsProjection(),
-            CaseQueueProjection(), ServiceKpisProjection()]
+            CaseQueueProjection(), ServiceKpisProjection(), MemberBehaviourProjection(rules)]
 
 
 def alembic_config(database: DatabaseConfig) -> AlembicConfig:
@@ -112,7 +116,7 @@ class Runtime:
             self.sync_engine,
             self.app.recorder,  # type: ignore[arg-type]
             self.app.mapper,
-            all_projections(),
+            all_projections(settings.loyalty_rules),
             batch_size=settings.projection_batch_size,
             # On PostgreSQL, NOTIFY wakes the runner; polling is only a safety net there.
             poll_interval=settings.projection_poll_interval * (10 if database.is_postgres else 1),
@@ -126,6 +130,7 @@ class Runtime:
         self.loyalty = LoyaltyService(self.uow, self.clock, self.rules)
         self.shipping = ShippingService(self.uow, self.clock, self.rules, load_pickup_points())
         self.after_sales = AfterSalesService(self.uow, self.clock, self.rules, self.shipping)
+        self.behaviour = BehaviourService(self.uow, self.clock, self.rules, self.loyalty)
         self.webhooks = WebhookDelivery(self.sync_engine)
         self.outbound = OutboundDispatcher(
             self.sync_engine,

@@ -40,6 +40,94 @@ class TierRule:
     dedicated_service_team: bool
 
 
+@dataclass(frozen=True)
+class ProfileRules:
+    """How behaviour and purchases become a member profile (projection "member_behaviour").
+
+    Interest scores decay exponentially: an event of weight w at time t counts
+    w * 2^(-(now - t) / half_life) now. The projection stores, per member, category and
+    brand, the decayed *sum per kind of event* (views, cart adds, ...), and weights apply
+    when a profile is read; so changing a weight or a threshold here takes effect at once,
+    while changing `interest_half_life_days` needs a rebuild of "member_behaviour" (the
+    decay is part of what it stores). Weights are whole numbers and may be negative.
+    Money is in minor units, shares and rates in whole percent.
+    """
+
+    interest_half_life_days: int = 30
+    # Interest weight per behaviour kind.
+    weight_view: int = 1
+    # A view also earns this much per minute of dwell time (dwell counts up to 2 minutes).
+    weight_view_dwell_per_minute: int = 1
+    # A search only counts towards the category or brand it was filtered by.
+    weight_search: int = 1
+    weight_cart_add: int = 3
+    weight_cart_remove: int = -1
+    weight_wish_list: int = 4
+    weight_share: int = 3
+    # Per order line, when the order is paid.
+    weight_purchase: int = 5
+    # A review weighs (stars - review_neutral_stars) * weight_review_per_star.
+    weight_review_per_star: int = 1
+    review_neutral_stars: int = 3
+    top_interests: int = 10
+    # Lifecycle, first match wins: new (joined at most this many days ago), active (any
+    # activity within active days), dormant (within dormant days), otherwise churned.
+    lifecycle_new_days: int = 30
+    lifecycle_active_days: int = 30
+    lifecycle_dormant_days: int = 180
+    # Price band of the average price paid per order line (or, before a first purchase,
+    # of products viewed): below mid_from is budget, from premium_from on is premium.
+    price_band_mid_from: int = 10_000
+    price_band_premium_from: int = 50_000
+    # Shopper type, first match wins (see api/profile_readmodels.py):
+    # quality seeker: has bought and the price band is premium;
+    # rational comparer: has bought, with at least this many views per purchase;
+    comparer_views_per_purchase: int = 10
+    # convenience buyer: has bought, with fewer views per purchase than a comparer;
+    # casual browser: never bought, at least this many views, nothing carted or wished;
+    browser_min_views: int = 5
+    # potential: never bought otherwise (intent shown, or too little known yet).
+    # Tags, each produced by one rule:
+    # loyal: recency and frequency scores both at least this;
+    tag_loyal_min_score: int = 4
+    # high_value: monetary score at least this;
+    tag_high_value_min_score: int = 5
+    # at_risk: dormant or churned after at least this many purchases;
+    tag_at_risk_min_purchases: int = 2
+    # cart_abandoner: something carted within these days and nothing bought since;
+    tag_cart_abandoner_days: int = 7
+    # repeat_buyer: at least this share of distinct products bought in two or more orders;
+    tag_repeat_buyer_min_rate_pct: int = 30
+    # brand_loyal: the top brand holds at least this share of brand interest, over at
+    # least tag_brand_loyal_min_events events;
+    tag_brand_loyal_min_share_pct: int = 50
+    tag_brand_loyal_min_events: int = 5
+    # reviewer and sharer: at least this many reviews / shares.
+    tag_reviewer_min_reviews: int = 3
+    tag_sharer_min_shares: int = 5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValidationError(f"profile rule {f.name} must be a whole number")
+            if value < 0 and not f.name.startswith("weight_"):
+                raise ValidationError(f"profile rule {f.name} must not be negative")
+        if self.interest_half_life_days < 1:
+            raise ValidationError("profile rule interest_half_life_days must be at least 1")
+        if self.lifecycle_active_days > self.lifecycle_dormant_days:
+            raise ValidationError("profile rule lifecycle_active_days must not exceed "
+                                  "lifecycle_dormant_days")
+        if self.price_band_mid_from > self.price_band_premium_from:
+            raise ValidationError("profile rule price_band_mid_from must not exceed "
+                                  "price_band_premium_from")
+        if not 1 <= self.review_neutral_stars <= 5:
+            raise ValidationError("profile rule review_neutral_stars must be from 1 to 5")
+        for name in ("tag_loyal_min_score", "tag_high_value_min_score"):
+            if not 1 <= getattr(self, name) <= 5:
+                raise ValidationError(f"profile rule {name} must be a score from 1 to 5")
+
+
 DEFAULT_TIERS = (
     TierRule(Tier.REGULAR, 0, 10000, 0, False, False, False, 24, 0, False),
     TierRule(Tier.SILVER, 200_000, 12000, 200, False, False, False, 24, 100, False),
@@ -96,6 +184,8 @@ class LoyaltyRules:
     general_service_team: str = "general"
     dedicated_service_team: str = "dedicated"
     return_parcel_days: int = 14
+    # Member profiles: interests, lifecycle, price band, shopper type and tags.
+    profile: ProfileRules = ProfileRules()
 
     def __post_init__(self) -> None:
         ordered = sorted(self.tiers, key=lambda t: t.threshold)
@@ -167,8 +257,8 @@ class LoyaltyRules:
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> LoyaltyRules:
         defaults = cls()
-        known = {f.name for f in fields(cls)} - {"tiers"}
-        unknown = set(data) - known - {"tiers"}
+        known = {f.name for f in fields(cls)} - {"tiers", "profile"}
+        unknown = set(data) - known - {"tiers", "profile"}
         if unknown:
             raise ValidationError(f"unknown loyalty rule(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
@@ -191,13 +281,32 @@ class LoyaltyRules:
             for key, value in overrides.items():
                 _check_type(f"tiers.{name}.{key}", value, getattr(rule, key))
             tiers[tiers.index(rule)] = replace(rule, **overrides)
-        return replace(defaults, tiers=tuple(tiers), **values)
+        return replace(defaults, tiers=tuple(tiers), profile=_profile(data.get("profile")),
+                       **values)
 
     def as_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tiers"}
+        data = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("tiers", "profile")}
+        data["profile"] = {f.name: getattr(self.profile, f.name) for f in fields(self.profile)}
         data["case_reasons"] = list(self.case_reasons)
         data["tiers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.tiers]
         return data
+
+
+def _profile(table: Any) -> ProfileRules:
+    """The [profile] table: whole numbers only; weights may be negative, nothing else."""
+    if table is None:
+        return ProfileRules()
+    if not isinstance(table, dict):
+        raise ValidationError("profile must be a [profile] table")
+    known = {f.name for f in fields(ProfileRules)}
+    unknown = set(table) - known
+    if unknown:
+        raise ValidationError(f"unknown profile rule(s): {', '.join(sorted(unknown))}")
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValidationError(f"profile rule {key} must be a whole number")
+    return ProfileRules(**table)
 
 
 def _check_type(name: str, value: Any, default: Any) -> None:

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 import projections.after_sales_tables
+import projections.behaviour_tables
 import projections.commerce_tables
 import projections.shipping_tables  # noqa: F401
 from projections.database import DatabaseConfig

@@ -38,6 +38,10 @@ class Projection:
 
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
+    # At most this many notifications per transaction (None: the runner's batch size).
+    # A projection whose events are heavy sets it, so that on SQLite its transactions do
+    # not hold the database's single write lock long enough to stall commands.
+    batch_limit: ClassVar[int | None] = None
 
     def handlers(self) -> dict[type, Handler]:
         raise NotImplementedError
@@ -195,7 +199,7 @@ class ProjectionRunner:
         projection = self.projections[name]
         start = self.position(name)
         notifications = self.recorder.select_notifications(
-            start=start + 1, limit=self.batch_size
+            start=start + 1, limit=min(self.batch_size, projection.batch_limit or self.batch_size)
         )
         if not notifications:
             return 0

@@ -27,6 +27,7 @@ from api.config import Settings
 from api.consistency import ProjectionLagError
 from api.schema.after_sales import CaseMutations, CaseQueries, CaseSubscriptions
 from api.schema.audit import AuditQueries
+from api.schema.behaviour import BehaviourMutations
 from api.schema.common import (
     EVENT_POSITION_SCALAR,
     LONG_SCALAR,
@@ -37,6 +38,7 @@ from api.schema.common import (
 from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscriptions
 from api.schema.members import MemberMutations, MemberQueries
 from api.schema.orders import OrderMutations, OrderQueries
+from api.schema.profiles import ProfileQueries
 from api.schema.shipments import ShipmentMutations, ShipmentQueries, ShipmentSubscriptions
 
 log = logging.getLogger("patron.api")
@@ -52,13 +54,14 @@ def _query_type() -> type:
     return merge_types(
         "Query",
         (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, ShipmentQueries,
-         CaseQueries, AuditQueries),
+         CaseQueries, AuditQueries, ProfileQueries),
     )
 
 
 Mutation = merge_types(
     "Mutation",
-    (MemberMutations, OrderMutations, LoyaltyMutations, ShipmentMutations, CaseMutations),
+    (MemberMutations, OrderMutations, LoyaltyMutations, ShipmentMutations, CaseMutations,
+     BehaviourMutations),
 )
 Subscription = merge_types(
     "Subscription", (LoyaltySubscriptions, ShipmentSubscriptions, CaseSubscriptions)

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from api.schema.after_sales import CaseNode, MemberCaseFilterInput
     from api.schema.loyalty import CouponNode, CouponStatus, LoyaltyAccount
     from api.schema.orders import OrderNode
+    from api.schema.profiles import MemberProfileType
     from api.schema.shipments import NotificationNode
 
 Gender = strawberry.enum(model.Gender)
@@ -365,6 +366,15 @@ class MemberNode(relay.Node):
         from api.schema.after_sales import member_cases
 
         return await member_cases(info, self.key, filter, first, after)
+
+    @strawberry.field(description="Interests, RFM, lifecycle, shopper type and tags, as of "
+                                  "now: the member themself, staff and auditors.")
+    async def profile(
+        self, info: strawberry.Info
+    ) -> Annotated[MemberProfileType, strawberry.lazy("api.schema.profiles")] | None:
+        from api.schema.profiles import member_profile_view
+
+        return await member_profile_view(info, self.key)
 
     @strawberry.field(description="The coupon wallet, newest first.")
     async def coupons(
