@@ -486,6 +486,11 @@ class _Year:
                 plan = self.plan_order(member)
                 self.at(midnight + self.hours(member.days_rng, 8, 23.5),
                         lambda p=plan: self.place(p))
+            # Browsing that leads nowhere (yet): a stream of its own per member and day.
+            browse = self.stream(member.index, "browse", day)
+            if browse.random() < 0.06 * (2 if year_end_sale else 1):
+                self.at(midnight + self.hours(browse, 7, 23.9),
+                        lambda m=member, r=browse: self.browse(m, r, None))
             wants_reward = member.rewards_rng.random() < 0.015
             affordable = [
                 r for r in self.rewards
@@ -497,6 +502,10 @@ class _Year:
                 reward = member.rewards_rng.choice(affordable)
                 self.at(midnight + self.hours(member.rewards_rng, 8, 23.5),
                         lambda m=member, r=reward: self.redeem(m, r))
+        visitors = self.stream("visitors", day)
+        for visitor in range(visitors.choice([0, 1, 1, 2, 3])):
+            self.at(midnight + self.hours(visitors, 7, 23.9),
+                    lambda v=visitor, r=visitors: self.browse_anonymously(day, v, r))
 
     def admin_day(self, day: int, midnight: datetime) -> None:
         for defined_on, valid_days, details in REWARDS:
@@ -584,6 +593,11 @@ class _Year:
 
     def place(self, plan: OrderPlan) -> None:
         member, now = plan.member, self.clock.now()
+        try:
+            self.browse(member, self.stream(member.index, "browse-order",
+                                            member.orders_placed), plan)
+        except DomainError as error:  # browsing is not what decides whether they buy
+            log.debug("demo: %s", error.message)
         coupon = member.take_coupon(now, plan.subtotal) if plan.wants_coupon else None
         points = 0
         try:
@@ -752,6 +766,71 @@ class _Year:
             if rng.random() < 0.08:
                 self.at(now + timedelta(days=rng.randint(1, 6)) + self.hours(rng, 0, 10),
                         lambda: self.open_case(plan, order_id, rng))
+
+    # -- behaviour -------------------------------------------------------------------------
+
+    @staticmethod
+    def looked_at(product: Product, rng: random.Random, kind: str = "product_viewed",
+                  ) -> dict[str, Any]:
+        event: dict[str, Any] = {"kind": kind, "product_id": product.product_id,
+                                 "category": product.category, "brand": product.brand,
+                                 "price": product.price}
+        if kind == "product_viewed":
+            event["dwell_seconds"] = rng.randint(5, 240)
+        return event
+
+    def browsing(self, categories: list[str], rng: random.Random,
+                 plan: OrderPlan | None) -> list[dict[str, Any]]:
+        """A session's events: a search, views, and for an order its lines carted; without
+        one, sometimes a cart change of mind, a wish or a share."""
+        events: list[dict[str, Any]] = []
+        category = rng.choice(categories or CATEGORIES)
+        shown = [p for p in CATALOGUE if p.category == category]
+        words = f"{category} {rng.choice(['sale', 'new', 'best'])}"
+        events.append({"kind": "searched", "keywords": words, "category": category,
+                       "result_count": len(shown)})
+        for product in rng.sample(shown, min(len(shown), rng.randint(1, 4))):
+            events.append(self.looked_at(product, rng))
+        if plan is not None:
+            for line in plan.lines:
+                product = next(p for p in CATALOGUE if p.product_id == line["product_id"])
+                events.append(self.looked_at(product, rng))
+                events.append(self.looked_at(product, rng, "added_to_cart"))
+            return events
+        liked = rng.choice(shown) if shown else rng.choice(CATALOGUE)
+        roll = rng.random()
+        if roll < 0.3:
+            events.append(self.looked_at(liked, rng, "added_to_cart"))
+            if rng.random() < 0.5:
+                events.append(self.looked_at(liked, rng, "removed_from_cart"))
+        elif roll < 0.5:
+            events.append(self.looked_at(liked, rng, "wish_listed"))
+        elif roll < 0.6:
+            events.append({**self.looked_at(liked, rng, "shared"),
+                           "share_channel": rng.choice(["wechat", "weibo", "link"])})
+        return events
+
+    def browse(self, member: DemoMember, rng: random.Random, plan: OrderPlan | None) -> None:
+        """A signed-in member's session; a fifth start anonymous and are linked on sign-in."""
+        events = self.browsing(member.categories, rng, plan)
+        session = f"demo-session-{self.key()}"
+        meta = self.member_meta(member)
+        if rng.random() < 0.2:
+            visitor = self.demo.meta("anonymous", Role.ANONYMOUS, member.channel)
+            self.runtime.behaviour.track(None, session, events, self.key(), visitor)
+            self.runtime.behaviour.link_session(session, member.member_id, meta)
+            self.count("sessions_linked")
+        else:
+            self.runtime.behaviour.track(member.member_id, session, events, self.key(), meta)
+        self.count("sessions_leading_to_orders" if plan else "sessions_browsing")
+
+    def browse_anonymously(self, day: int, visitor: int, rng: random.Random) -> None:
+        """A visitor who never signs in: counted in the shop's statistics only."""
+        session = f"demo-visitor-{day}-{visitor}"
+        meta = self.demo.meta("anonymous", Role.ANONYMOUS, Channel.WEB)
+        self.runtime.behaviour.track(None, session, self.browsing([], rng, None), self.key(),
+                                     meta)
+        self.count("sessions_anonymous")
 
     # -- after-sales -----------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from api.demo import demo_runtime_clock, seed_demo
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.loyalty import account_id_for
+from projections.after_sales_tables import case_queue
+from projections.behaviour_tables import behaviour_daily, member_activity
 from projections.commerce_tables import coupons, loyalty_accounts, loyalty_ledger, orders, rewards
 from projections.shipping_tables import notifications, shipment_tracking
 from projections.tables import member_profiles
@@ -104,6 +106,21 @@ def test_a_demo_year_fills_every_read_model(demo: Runtime) -> None:
         assert wallet[("welcome", "used")] > 0, wallet
         catalogue = conn.execute(select(rewards)).all()
         assert len(catalogue) >= 3 and sum(r.redeemed_count for r in catalogue) > 0
+
+        # Browsing: sessions that led to orders and sessions that did not, by members who
+        # consented (attached to them) and by anonymous visitors (counted only in totals).
+        daily = Counter(dict(conn.execute(
+            select(behaviour_daily.c.kind, func.sum(behaviour_daily.c.events))
+            .group_by(behaviour_daily.c.kind)).all()))
+        assert {"product_viewed", "searched", "added_to_cart"} <= set(daily), daily
+        activity = conn.execute(select(member_activity)).all()
+        assert any(a.views > 0 for a in activity)
+        attached = sum(a.views for a in activity)
+        assert 0 < attached < daily["product_viewed"], "anonymous views are not attached"
+
+        # After-sales cases went through their whole life.
+        cases = conn.execute(select(case_queue)).all()
+        assert cases and {c.state for c in cases} & {"closed", "resolved"}, cases
 
     # The read model agrees with the aggregates it was projected from.
     for account in accounts:
