@@ -43,6 +43,7 @@ from api.runtime import Runtime
 from domain.behaviour import MAX_BATCH, BehaviourBatch
 from domain.member import Member
 from tests.benchmarks.common import (
+    FailureLog,
     LoadResult,
     benchmark_parser,
     drive_http,
@@ -149,13 +150,7 @@ class BatchSender:
         self.size = size
         self.label = label
         self.bodies = [graphql_batch(i, size) for i in range(total)]
-        self.reported = 0
-
-    def _failed(self, index: int, why: str) -> bool:
-        if self.reported < 5:
-            log(f"HTTP batch {index} failed: {why[:300]}")
-        self.reported += 1
-        return False
+        self._failed = FailureLog("HTTP batch")
 
     async def __call__(self, client: httpx.AsyncClient, index: int) -> bool:
         member = self.members[index % len(self.members)]

@@ -35,6 +35,7 @@ from api.demo import CATALOGUE, demo_runtime_clock, seed_demo
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from tests.benchmarks.common import (
+    FailureLog,
     LoadResult,
     benchmark_parser,
     drive_http,
@@ -131,13 +132,7 @@ class CheckoutSender:
         self.members = members
         self.label = label
         self.lines = graphql_basket()
-        self.reported = 0
-
-    def _failed(self, index: int, why: str) -> bool:
-        if self.reported < 5:
-            log(f"HTTP checkout {index} failed: {why[:300]}")
-        self.reported += 1
-        return False
+        self._failed = FailureLog("HTTP checkout")
 
     async def _send(
         self, client: httpx.AsyncClient, token: str, query: str, name: str,

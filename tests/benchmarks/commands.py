@@ -26,6 +26,7 @@ import httpx
 from api.config import Settings
 from api.runtime import Runtime
 from tests.benchmarks.common import (
+    FailureLog,
     LoadResult,
     benchmark_parser,
     drive_http,
@@ -84,13 +85,7 @@ class MutationSender:
     def __init__(self, tokens: dict[uuid.UUID, str], members: list[uuid.UUID]) -> None:
         self.tokens = tokens
         self.members = members
-        self.reported = 0
-
-    def _failed(self, index: int, why: str) -> bool:
-        if self.reported < 5:
-            log(f"HTTP command {index} failed: {why[:300]}")
-        self.reported += 1
-        return False
+        self._failed = FailureLog("HTTP command")
 
     async def __call__(self, client: httpx.AsyncClient, index: int) -> bool:
         member_id = self.members[index % len(self.members)]

@@ -443,3 +443,17 @@ def serve_and_drive(
         runtime.start_projections()
     with LiveServer(app, on_shutdown=lambda: runtime.async_engine.dispose()) as server:
         return asyncio.run(drive(server.base_url))
+
+
+class FailureLog:
+    """Counts a driver's failed requests and logs the first few (the rest would flood)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+
+    def __call__(self, index: int, why: str) -> bool:
+        if self.count < 5:
+            log(f"{self.what} {index} failed: {why[:300]}")
+        self.count += 1
+        return False
