@@ -1,0 +1,157 @@
+"""The Segment aggregate: a named rule over member profiles that admins define and evolve.
+
+A segment stores its rule as canonical text (see domain.segment_rules), parsed and checked
+when it is defined or changed, so a rule that is stored always parses and two spellings
+of one rule are one rule. Membership itself is not here: it is live, computed by a
+projection from the rule and the profiles.
+
+Segments steer who receives campaigns, so only admins define, change or archive them, and
+like every admin mutation each needs a reason an auditor can read later. An update that
+changes nothing (the same name, description and rule, however spelt) records nothing.
+An archived segment is kept for the history of the campaigns that used it but can no
+longer change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import ForbiddenError, InvalidTransitionError, ValidationError
+from domain.metadata import EventMetadata, Role
+from domain.segment_rules import parse_rule
+
+MAX_NAME = 100
+MAX_DESCRIPTION = 1000
+
+
+class SegmentState(StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+def segment_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("name the segment", "name")
+    name = value.strip()
+    if len(name) > MAX_NAME:
+        raise ValidationError(f"name must be at most {MAX_NAME} characters", "name")
+    return name
+
+
+def segment_description(value: Any) -> str | None:
+    """Optional prose; blank is no description."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("description must be text", "description")
+    text = value.strip()
+    if len(text) > MAX_DESCRIPTION:
+        raise ValidationError(
+            f"description must be at most {MAX_DESCRIPTION} characters", "description")
+    return text or None
+
+
+def require_admin(meta: EventMetadata, attempted: str) -> None:
+    if meta.actor_role is not Role.ADMIN:
+        raise ForbiddenError(f"only admins may {attempted}")
+
+
+class Segment(Aggregate):
+    @classmethod
+    def define(cls, segment_id: UUID, name: Any, description: Any, rule_text: Any,
+               now: datetime, meta: EventMetadata) -> Segment:
+        require_admin(meta, "define segments")
+        checked_name = segment_name(name)
+        checked_description = segment_description(description)
+        rule = parse_rule(rule_text)
+        meta.require_reason()
+        return cls._create(
+            cls.Defined, id=segment_id, timestamp=now, name=checked_name,
+            description=checked_description, rule=rule.text, meta=meta.as_dict(),
+        )
+
+    class Defined(Aggregate.Created):
+        name: str
+        description: str | None
+        rule: str
+        meta: dict[str, Any]
+
+    def __init__(self, name: str, description: str | None, rule: str,
+                 meta: dict[str, Any]) -> None:
+        self.name = name
+        self.description = description
+        # Canonical text: parse_rule(self.rule).text == self.rule.
+        self.rule = rule
+        self.defined_by = meta
+        self.state: str = SegmentState.ACTIVE.value
+        self.archived_at: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == SegmentState.ACTIVE
+
+    def _require_active(self, attempted: str) -> None:
+        if not self.is_active:
+            raise InvalidTransitionError(
+                f"cannot {attempted} a segment that is {self.state}",
+                current_state=self.state, attempted=attempted,
+            )
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def update(self, name: Any = None, description: Any = None, rule_text: Any = None, *,
+               now: datetime, meta: EventMetadata) -> bool:
+        """Change what is given (None keeps it; a blank description removes it).
+
+        False, recording nothing, when the result is what the segment already is.
+        """
+        require_admin(meta, "change segments")
+        self._require_active("update")
+        new_name = self.name if name is None else segment_name(name)
+        new_description = (self.description if description is None
+                           else segment_description(description))
+        new_rule = self.rule if rule_text is None else parse_rule(rule_text).text
+        changed = [field for field, old, new in (
+            ("name", self.name, new_name), ("description", self.description, new_description),
+            ("rule", self.rule, new_rule)) if old != new]
+        if not changed:
+            return False
+        meta.require_reason()
+        self.trigger_event(self.Updated, timestamp=now, name=new_name,
+                           description=new_description, rule=new_rule, changed=changed,
+                           meta=meta.as_dict())
+        return True
+
+    def archive(self, now: datetime, meta: EventMetadata) -> None:
+        require_admin(meta, "archive segments")
+        self._require_active("archive")
+        meta.require_reason()
+        self.trigger_event(self.Archived, timestamp=now, meta=meta.as_dict())
+
+    # -- events -----------------------------------------------------------------------------
+
+    class Updated(Aggregate.Event):
+        """The segment as it now is, and which of name, description and rule changed."""
+
+        name: str
+        description: str | None
+        rule: str
+        changed: list[str]
+        meta: dict[str, Any]
+
+        def apply(self, segment: Any) -> None:
+            segment.name = self.name
+            segment.description = self.description
+            segment.rule = self.rule
+
+    class Archived(Aggregate.Event):
+        meta: dict[str, Any]
+
+        def apply(self, segment: Any) -> None:
+            segment.state = SegmentState.ARCHIVED.value
+            segment.archived_at = self.timestamp.isoformat()
