@@ -50,7 +50,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     readable,
-    run_mutation,
+    run_command,
     subscription_principal,
 )
 from api.schema.members import MemberNode, decode_member_id
@@ -904,11 +904,7 @@ async def case_mutation(
     reason: str | None,
 ) -> P:
     """The shape every case mutation shares: record, then read the case back."""
-    async def command(ctx: RequestContext) -> CommandResult:
-        meta = ctx.metadata(reason)
-        return await ctx.run_command(lambda: act(ctx, meta))
-
-    result, errors = await run_mutation(info, command)
+    result, errors = await run_command(info, act, reason)
     if result is None:
         return payload(case=None, position=None, user_errors=errors)
     case = await load_case(context(info), str(result.aggregate_id), result)

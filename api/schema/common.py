@@ -20,7 +20,7 @@ from api.context import RequestContext
 from api.service import CommandResult
 from domain.errors import DomainError, ForbiddenError, ValidationError
 from domain.errors import ErrorCode as DomainErrorCode
-from domain.metadata import Role
+from domain.metadata import EventMetadata, Role
 
 T = TypeVar("T")
 
@@ -161,6 +161,21 @@ async def run_mutation(
     except DomainError as error:
         return None, [UserError.from_domain(error)]
     return result, []
+
+
+async def run_command(
+    info: strawberry.Info,
+    act: Callable[[RequestContext, EventMetadata], CommandResult],
+    reason: str | None,
+) -> tuple[CommandResult | None, list[UserError]]:
+    """A command with the request's metadata (and the reason staff gave), as a mutation
+    runs it: expected failures become userErrors and record nothing."""
+
+    async def command(ctx: RequestContext) -> CommandResult:
+        meta = ctx.metadata(reason)
+        return await ctx.run_command(lambda: act(ctx, meta))
+
+    return await run_mutation(info, command)
 
 
 def subscription_principal(info: strawberry.Info) -> Principal:

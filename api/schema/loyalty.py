@@ -34,7 +34,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     readable,
-    run_mutation,
+    run_command,
     subscription_principal,
 )
 from api.schema.orders import Money, decode_uuid, money
@@ -527,11 +527,7 @@ async def run_and_settle(
     info: strawberry.Info, reason: str | None,
     act: Callable[[RequestContext, EventMetadata], CommandResult],
 ) -> tuple[CommandResult | None, list[UserError]]:
-    async def command(ctx: RequestContext) -> CommandResult:
-        meta = ctx.metadata(reason)
-        return await ctx.run_command(lambda: act(ctx, meta))
-
-    result, errors = await run_mutation(info, command)
+    result, errors = await run_command(info, act, reason)
     if result is not None:
         # The write happened; if the read models lag, the payload just shows them as they are.
         with contextlib.suppress(Exception):

@@ -25,7 +25,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     readable,
-    run_mutation,
+    run_command,
 )
 from api.service import CommandResult
 from domain import order as model
@@ -443,11 +443,7 @@ async def order_mutation(
     act: Callable[[RequestContext, EventMetadata], CommandResult],
     reason: str | None,
 ) -> P:
-    async def command(ctx: RequestContext) -> CommandResult:
-        meta = ctx.metadata(reason)
-        return await ctx.run_command(lambda: act(ctx, meta))
-
-    result, errors = await run_mutation(info, command)
+    result, errors = await run_command(info, act, reason)
     if result is None:
         return payload(order=None, position=None, user_errors=errors)
     order = await load_order(context(info), result)

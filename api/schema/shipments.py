@@ -29,7 +29,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     readable,
-    run_mutation,
+    run_command,
     subscription_principal,
 )
 from api.schema.members import AddressInput
@@ -638,25 +638,13 @@ async def load_shipment(ctx: RequestContext, shipment_id: str,
     return ShipmentNode.from_row(row) if row else None
 
 
-async def _record(
-    info: strawberry.Info,
-    act: Callable[[RequestContext, EventMetadata], CommandResult],
-    reason: str | None,
-) -> tuple[CommandResult | None, list[UserError]]:
-    async def command(ctx: RequestContext) -> CommandResult:
-        meta = ctx.metadata(reason)
-        return await ctx.run_command(lambda: act(ctx, meta))
-
-    return await run_mutation(info, command)
-
-
 async def shipment_mutation(
     info: strawberry.Info,
     payload: type[P],
     act: Callable[[RequestContext, EventMetadata], CommandResult],
     reason: str | None,
 ) -> P:
-    result, errors = await _record(info, act, reason)
+    result, errors = await run_command(info, act, reason)
     if result is None:
         return payload(shipment=None, position=None, user_errors=errors)
     shipment = await load_shipment(context(info), str(result.aggregate_id), result.position)
@@ -828,7 +816,7 @@ class ShipmentMutations:
                 _window(input.window), meta,
             )
 
-        result, errors = await _record(info, act, input.reason)
+        result, errors = await run_command(info, act, input.reason)
         if result is None:
             return ResolveShipmentExceptionPayload(shipment=None, replacement=None,
                                                    position=None, user_errors=errors)
