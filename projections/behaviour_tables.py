@@ -6,7 +6,7 @@ them; migration 0005 creates them, and a change here needs a new migration.
 What is stored are *facts that add up*, never conclusions: counts, sums, first and last
 times, and interest scores per kind of event. Everything that depends on "now" or on the
 rest of the member base (decay to the present, RFM quintiles, lifecycle, price band,
-shopper type, tags) is computed when a profile is read (api/profile_readmodels.py), so it
+shopper type, tags) is computed when a profile is read (domain/profile.py), so it
 follows the clock and the base without rewriting rows, and changing a weight or a
 threshold in the rules needs no rebuild.
 
@@ -37,23 +37,8 @@ from sqlalchemy import (
     Table,
 )
 
+from domain.profile import INTEREST_PARTS
 from projections.tables import JSONType, metadata
-
-# Interest parts: the decayed sum per kind of event. `dwell_minutes` sums the dwell time of
-# views (each capped at 2 minutes); `review_stars` sums stars and `reviews` counts reviews,
-# so the reading side can weigh a review by (stars - neutral).
-INTEREST_PARTS = (
-    "views",
-    "dwell_minutes",
-    "searches",
-    "cart_adds",
-    "cart_removes",
-    "wish_lists",
-    "shares",
-    "purchases",
-    "review_stars",
-    "reviews",
-)
 
 # Behaviour counts kept for a member and for an anonymous session alike, so a session can be
 # added to a member when it is linked.

@@ -37,12 +37,12 @@ from domain.behaviour import BehaviourBatch, BehaviourKind, ProductReview, Sessi
 from domain.loyalty_rules import LoyaltyRules
 from domain.member import ConsentPurpose, Member
 from domain.order import Order
+from domain.profile import INTEREST_PARTS, aware, decay
 from projections.behaviour_tables import (
     BEHAVIOUR_COUNTS,
     BEHAVIOUR_SUMS,
     BEHAVIOUR_TABLES,
     BEHAVIOUR_TIMES,
-    INTEREST_PARTS,
     behaviour_consents,
     behaviour_daily,
     behaviour_orders,
@@ -72,18 +72,6 @@ KIND_COLUMNS = {
 }
 
 Row = dict[str, Any]
-
-
-def decay(seconds: float, half_life_days: int) -> float:
-    """How much of a score is left after `seconds`: it halves every half-life."""
-    return 2.0 ** (-seconds / (half_life_days * 86_400.0))
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every time stored here is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _earliest(*values: datetime | None) -> datetime | None:

@@ -26,8 +26,8 @@ from domain.behaviour import BehaviourBatch, ProductReview, SessionLink, validat
 from domain.clock import AdjustableClock
 from domain.loyalty_rules import LoyaltyRules
 from domain.metadata import Channel, EventMetadata, Role
+from domain.profile import decay
 from projections.behaviour_tables import BEHAVIOUR_TABLES, behaviour_daily, member_interests
-from projections.member_behaviour import decay
 from tests.graphql import data, gql, token_for
 from tests.test_after_sales_projections import _differences
 from tests.test_orders_api import Shopper, eventually, shopper

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from api.profile_readmodels import (
+from domain.errors import ValidationError
+from domain.profile import (
     BehaviourCounts,
     Explained,
     InterestScore,
@@ -21,8 +22,6 @@ from api.profile_readmodels import (
     RfmScores,
     ShopperType,
 )
-from api.segment_facts import facts_from_profile
-from domain.errors import ValidationError
 from domain.segment_rules import (
     FIELDS,
     LIFECYCLES,
@@ -46,6 +45,7 @@ from domain.segment_rules import (
     evaluate,
     parse_rule,
 )
+from domain.segments import facts_from_profile
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 ISSUE_EXAMPLE = ('tier in [Gold, Platinum] and last purchase within 30 days '
