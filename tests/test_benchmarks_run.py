@@ -53,3 +53,16 @@ def test_a_benchmark_prints_its_figures_beside_its_baseline(name: str, tmp_path:
     assert figures["benchmark"] == name
     for key in EXPECTED[name]:
         assert figures[key] > 0, (key, figures)
+
+
+def test_the_offline_recommender_benchmark_prints_every_model_beside_popularity() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.recommend_offline", "--interactions", "3000",
+         "--users", "100", "--items", "300", "--no-implicit"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == "recommend_offline"
+    for model in ("popularity", "collaborative", "content", "hybrid"):
+        assert figures[f"{model}_precision"] > 0, (model, figures)
