@@ -21,8 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.commerce_readmodels import RowPage
-from api.readmodels import InvalidCursorError, as_utc, decode_cursor, encode_cursor
+from api.readmodels import InvalidCursorError, RowPage, as_utc, decode_cursor, encode_cursor
 from domain.after_sales import OPEN_STATES
 from projections import after_sales_tables as tables
 from projections.after_sales_tables import case_queue

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.readmodels import as_utc, decode_cursor, encode_cursor
+from api.readmodels import RowPage, as_utc, decode_cursor, encode_cursor, fetch_page, fetch_rows
 from domain.loyalty import add_months
 from domain.loyalty_rules import LoyaltyRules
 from projections.commerce_tables import (
@@ -26,26 +26,6 @@ from projections.commerce_tables import (
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class RowPage:
-    rows: list[Row]
-    has_next: bool
-    total: int
-
-
-async def _rows(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
-    async with engine.connect() as conn:
-        return [dict(row._mapping) for row in await conn.execute(query)]
-
-
-async def _page(
-    engine: AsyncEngine, query: Select[Any], count: Select[Any], first: int
-) -> RowPage:
-    async with engine.connect() as conn:
-        rows = [dict(row._mapping) for row in await conn.execute(query.limit(first + 1))]
-        total = int(await conn.scalar(count) or 0)
-    return RowPage(rows[:first], len(rows) > first, total)
-
 
 # -- orders ---------------------------------------------------------------------------------
 
@@ -60,7 +40,7 @@ class OrderFilter:
 async def get_orders(engine: AsyncEngine, order_ids: list[str]) -> dict[str, Row]:
     if not order_ids:
         return {}
-    rows = await _rows(engine, select(orders).where(orders.c.order_id.in_(order_ids)))
+    rows = await fetch_rows(engine, select(orders).where(orders.c.order_id.in_(order_ids)))
     return {row["order_id"]: row for row in rows}
 
 
@@ -94,14 +74,14 @@ async def list_orders(
         )
     query = query.order_by(orders.c.placed_at.desc(), orders.c.order_id.desc())
     count = select(func.count()).select_from(orders).where(*conditions)
-    return await _page(engine, query, count, first)
+    return await fetch_page(engine, query, count, first)
 
 
 # -- loyalty --------------------------------------------------------------------------------
 
 
 async def get_account(engine: AsyncEngine, member_id: str) -> Row | None:
-    rows = await _rows(
+    rows = await fetch_rows(
         engine, select(loyalty_accounts).where(loyalty_accounts.c.member_id == member_id)
     )
     return rows[0] if rows else None
@@ -111,7 +91,7 @@ async def get_lots(engine: AsyncEngine, member_id: str, status: str | None) -> l
     query = select(loyalty_lots).where(loyalty_lots.c.member_id == member_id)
     if status:
         query = query.where(loyalty_lots.c.status == status)
-    return await _rows(engine, query.order_by(loyalty_lots.c.seq))
+    return await fetch_rows(engine, query.order_by(loyalty_lots.c.seq))
 
 
 async def expiring_points(engine: AsyncEngine, member_id: str, before: datetime) -> tuple[int, Any]:
@@ -140,11 +120,11 @@ async def ledger_page(
     count = select(func.count()).select_from(loyalty_ledger).where(
         loyalty_ledger.c.member_id == member_id
     )
-    return await _page(engine, query, count, first)
+    return await fetch_page(engine, query, count, first)
 
 
 async def get_tier_history(engine: AsyncEngine, member_id: str) -> list[Row]:
-    return await _rows(
+    return await fetch_rows(
         engine,
         select(tier_history).where(tier_history.c.member_id == member_id)
         .order_by(tier_history.c.entry),
@@ -171,7 +151,7 @@ async def tier_progress(
     oldest spend still counted drops out of it.
     """
     since = add_months(now, -rules.qualifying_months)
-    entries = await _rows(
+    entries = await fetch_rows(
         engine,
         select(loyalty_spend.c.at, loyalty_spend.c.amount).where(
             (loyalty_spend.c.member_id == account["member_id"]) & (loyalty_spend.c.at > since)
@@ -210,7 +190,7 @@ async def member_coupons(engine: AsyncEngine, member_id: str, status: str | None
     query = select(coupons).where(coupons.c.member_id == member_id)
     if status:
         query = query.where(coupons.c.status == status)
-    return await _rows(engine, query.order_by(coupons.c.issued_at.desc(), coupons.c.coupon_id))
+    return await fetch_rows(engine, query.order_by(coupons.c.issued_at.desc(), coupons.c.coupon_id))
 
 
 async def list_rewards(engine: AsyncEngine, active_at: datetime | None) -> list[Row]:
@@ -220,4 +200,4 @@ async def list_rewards(engine: AsyncEngine, active_at: datetime | None) -> list[
             (rewards.c.valid_from <= active_at) & (rewards.c.valid_until > active_at)
             & (rewards.c.stock > 0)
         )
-    return await _rows(engine, query.order_by(rewards.c.cost_points, rewards.c.name))
+    return await fetch_rows(engine, query.order_by(rewards.c.cost_points, rewards.c.name))

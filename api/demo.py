@@ -45,7 +45,7 @@ log = logging.getLogger("patron.demo")
 
 DEMO_DAYS = 365
 # The read models the scheduler finds due work in: caught up before every daily tick.
-SCHEDULER_READS = ("member_profiles", "orders", "loyalty", "case_queue")
+SCHEDULER_READS = ("member_profiles", "orders", "loyalty", "case_queue", "member_behaviour")
 
 FIRST = ["Li", "Wei", "Mei", "Jun", "Anna", "Lucas", "Sofia", "Chen", "Yuki", "Omar", "Lena",
          "Ravi", "Hana", "Mateo", "Zara", "Ming", "Ivy", "Noah", "Aisha", "Tom"]
@@ -130,6 +130,16 @@ CASE_OUTCOMES = {"return": "refunded", "exchange": "exchanged", "repair": "repai
                  "refund_only": "refunded", "reissue": "reissued"}
 AGENTS = ["agent-ana", "agent-bo", "agent-cy"]
 VIP_AGENT = "agent-vip"
+# Segments the demo admin defines on the first morning: membership then follows the year,
+# event by event and at each daily review.
+SEGMENTS = [
+    ("Gold and Platinum, recent buyers",
+     "tier in [Gold, Platinum] and last purchase within 30 days"),
+    ("Outdoor enthusiasts", 'interest(category "outdoor") >= 0.3 and purchases >= 1'),
+    ("Dormant repeat buyers", "lifecycle in [dormant, churned] and purchases >= 2"),
+    ("Browsed, never bought", "purchases = 0 and last_activity within 30 days"),
+]
+
 REWARDS = [
     # (day defined, days valid, details)
     (1, None, {"name": "¥10 voucher", "description": "¥10 off any order",
@@ -508,6 +518,8 @@ class _Year:
                     lambda v=visitor, r=visitors: self.browse_anonymously(day, v, r))
 
     def admin_day(self, day: int, midnight: datetime) -> None:
+        if day == 0:
+            self.at(midnight + timedelta(hours=9), self.define_segments)
         for defined_on, valid_days, details in REWARDS:
             if defined_on == day:
                 until = midnight + timedelta(days=valid_days or (self.days + 365))
@@ -946,6 +958,12 @@ class _Year:
         reason = plan.rng.choice(RETURN_REASONS)
         self.runtime.orders.refund(order_id, items, self.key(), self.agent_meta(reason))
         self.count(f"refunds_{plan.refund}")
+
+    def define_segments(self) -> None:
+        for index, (name, rule) in enumerate(SEGMENTS):
+            self.runtime.segments.define(name, None, rule, f"demo-segment-{index}",
+                                         self.demo.admin("demo marketing segments"))
+            self.count("segments")
 
     def define_reward(self, details: dict[str, Any], until: datetime) -> None:
         now = self.clock.now()

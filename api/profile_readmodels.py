@@ -29,6 +29,7 @@ from domain.profile import (
     ShopperType,
     build_profile,
     quintile,
+    rfm_from_counts,
 )
 from projections.behaviour_tables import (
     behaviour_consents,
@@ -37,6 +38,7 @@ from projections.behaviour_tables import (
     member_interests,
 )
 from projections.member_behaviour import PURCHASE
+from projections.segment_membership import rfm_counts_query
 
 __all__ = ["BehaviourCounts", "BehaviourDay", "BehaviourKpis", "ChannelActivity", "Explained",
            "InterestScore", "Lifecycle", "MemberProfile", "PriceBand", "RfmScores",
@@ -46,20 +48,11 @@ DAY = timedelta(days=1)
 MAX_KPI_DAYS = 366
 
 
-async def _rfm(conn: AsyncConnection, activity: dict[str, Any], raw: Any) -> RfmScores | None:
+async def _rfm(conn: AsyncConnection, activity: dict[str, Any]) -> RfmScores | None:
     """Quintiles among buyers as they are now (one scan of the buyers' rows)."""
     if not activity["purchases"]:
         return None
-    a = member_activity.c
-    query = select(
-        func.count(),
-        func.sum(case((a.last_purchase_at <= raw.last_purchase_at, 1), else_=0)),
-        func.sum(case((a.purchases <= activity["purchases"], 1), else_=0)),
-        func.sum(case((a.purchase_total <= activity["purchase_total"], 1), else_=0)),
-    ).where(a.purchases > 0)
-    base, recent, frequent, spent = (await conn.execute(query)).one()
-    return RfmScores(quintile(int(recent), base), quintile(int(frequent), base),
-                     quintile(int(spent), base), int(base))
+    return rfm_from_counts(*(await conn.execute(rfm_counts_query(activity))).one())
 
 
 async def member_profile(engine: AsyncEngine, member_id: str, now: datetime,
@@ -78,7 +71,7 @@ async def member_profile(engine: AsyncEngine, member_id: str, now: datetime,
             behaviour_consents.c.member_id == member_id))).one_or_none()
         interest_rows = [dict(r._mapping) for r in await conn.execute(
             select(member_interests).where(member_interests.c.member_id == member_id))]
-        rfm = await _rfm(conn, activity, raw)
+        rfm = await _rfm(conn, activity)
     personalised = bool(consent and consent.personalisation and not consent.erased)
     return build_profile(member_id, activity, personalised, interest_rows, rfm,
                          now.astimezone(UTC), rules.profile)

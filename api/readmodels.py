@@ -65,6 +65,29 @@ class MemberFilter:
 
 
 @dataclass(frozen=True)
+class RowPage:
+    """One page of read-model rows, whether another follows, and how many match in all."""
+
+    rows: list[dict[str, Any]]
+    has_next: bool
+    total: int
+
+
+async def fetch_rows(engine: AsyncEngine, query: Select[Any]) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def fetch_page(engine: AsyncEngine, query: Select[Any], count: Select[Any],
+                     first: int) -> RowPage:
+    """`first` rows of an ordered query (one more is read to know if a next page exists)."""
+    async with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in await conn.execute(query.limit(first + 1))]
+        total = int(await conn.scalar(count) or 0)
+    return RowPage(rows[:first], len(rows) > first, total)
+
+
+@dataclass(frozen=True)
 class Page:
     rows: list[ProfileRow]
     has_next: bool

@@ -19,16 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.after_sales import AfterSalesService
 from api.behaviour import BehaviourService
+from api.campaigns import CampaignService
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
 from api.consistency import ReadModelChanges, WriteTracker, wait_for_position
 from api.outbound import OutboundDispatcher, OutboxRecorder, WebhookDelivery
 from api.personal_data import DataKeyStore
 from api.scheduler import Scheduler
+from api.segments import SegmentService
 from api.service import MemberService, PatronApplication, UnitOfWork
 from api.shipping import ShippingService, load_pickup_points
 from domain.clock import Clock, SystemClock
 from domain.loyalty_rules import LoyaltyRules
+from projections.campaign_results import CampaignResultsProjection
 from projections.case_queue import CaseQueueProjection
 from projections.coupons import CouponsProjection
 from projections.database import DatabaseConfig
@@ -50,7 +53,8 @@ def all_projections(rules: LoyaltyRules | None = None) -> list[Projection]:
     """Every read model; `rules` give member_behaviour its interest half-life."""
     return [MemberProfilesProjection(), OrdersProjection(), LoyaltyProjection(),
             CouponsProjection(), ShipmentTrackingProjection(), NotificationsProjection(),
-            CaseQueueProjection(), ServiceKpisProjection(), MemberBehaviourProjection(rules)]
+            CaseQueueProjection(), ServiceKpisProjection(), MemberBehaviourProjection(rules),
+            CampaignResultsProjection()]
 
 
 def alembic_config(database: DatabaseConfig) -> AlembicConfig:
@@ -131,6 +135,8 @@ class Runtime:
         self.shipping = ShippingService(self.uow, self.clock, self.rules, load_pickup_points())
         self.after_sales = AfterSalesService(self.uow, self.clock, self.rules, self.shipping)
         self.behaviour = BehaviourService(self.uow, self.clock, self.rules, self.loyalty)
+        self.segments = SegmentService(self.uow, self.clock, self.rules)
+        self.campaigns = CampaignService(self.uow, self.clock, self.rules, self.sync_engine)
         self.webhooks = WebhookDelivery(self.sync_engine)
         self.outbound = OutboundDispatcher(
             self.sync_engine,
@@ -139,7 +145,7 @@ class Runtime:
         )
         self.scheduler = Scheduler(
             self.sync_engine, self.clock, self.rules, self.loyalty, self.orders, self.shipping,
-            self.after_sales, self.outbound,
+            self.after_sales, self.outbound, self.segments, campaigns=self.campaigns,
         )
         self.writes = WriteTracker()
         self._async_engine: AsyncEngine | None = None

@@ -2,7 +2,8 @@
 
 Pending points whose return window closed become available, lots expire, tiers are
 maintained, birthdays are celebrated, delivered orders complete, late parcels are flagged
-and after-sales cases past their SLA record the breach. The scheduler finds
+and after-sales cases past their SLA record the breach, and running campaigns reward
+the members of their segments. The scheduler finds
 candidates in the read models (cheap, and possibly a little behind) and asks the
 aggregates to act; the aggregates decide from their own state, so each due event is
 recorded once even when several schedulers (servers, cron's `patron loyalty tick`) run.
@@ -21,17 +22,21 @@ from uuid import UUID
 from sqlalchemy import Engine, func, select
 
 from api.after_sales import AfterSalesService
+from api.campaigns import CampaignService
 from api.commerce import LoyaltyService, OrderService
 from api.outbound import OutboundDispatcher
+from api.segments import SegmentService
 from api.shipping import STALL_AFTER, ShippingService
 from domain.after_sales import OPEN_STATES
 from domain.clock import Clock
 from domain.errors import DomainError
 from domain.loyalty_rules import LoyaltyRules
 from domain.metadata import Channel, EventMetadata, Role
+from domain.segments import SegmentState
 from domain.shipment import FINAL, Direction
 from projections.after_sales_tables import case_queue
 from projections.commerce_tables import loyalty_accounts, loyalty_lots, orders
+from projections.segment_tables import segments
 from projections.shipping_tables import shipment_tracking
 from projections.tables import member_profiles
 
@@ -46,6 +51,8 @@ class TickReport:
     orders_completed: int = 0
     shipments_checked: int = 0
     cases_checked: int = 0
+    segment_reviews: int = 0
+    campaign_rewards: int = 0
     notices_sent: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -57,6 +64,8 @@ class TickReport:
             "orders_completed": self.orders_completed,
             "shipments_checked": self.shipments_checked,
             "cases_checked": self.cases_checked,
+            "segment_reviews": self.segment_reviews,
+            "campaign_rewards": self.campaign_rewards,
             "notices_sent": self.notices_sent,
             "errors": self.errors,
         }
@@ -73,6 +82,8 @@ class Scheduler:
         shipping: ShippingService,
         after_sales: AfterSalesService,
         outbound: OutboundDispatcher,
+        segments: SegmentService,
+        campaigns: CampaignService | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -82,6 +93,8 @@ class Scheduler:
         self.shipping = shipping
         self.after_sales = after_sales
         self.outbound = outbound
+        self.segments = segments
+        self.campaigns = campaigns
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -169,6 +182,12 @@ class Scheduler:
                 select(q.case_id).where(review_missed | resolution_missed)
             ).scalars())
 
+    def active_segments(self) -> int:
+        """Without an active segment there is nothing to review (and no event to record)."""
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(segments).where(
+                segments.c.state == SegmentState.ACTIVE.value)) or 0)
+
     def tick(self) -> TickReport:
         now = self.clock.now()
         report = TickReport(at=now)
@@ -193,6 +212,22 @@ class Scheduler:
             self._attempt(report, "check case SLA", case_id,
                           lambda c=case_id: self.after_sales.check_sla(UUID(c), meta))
             report.cases_checked += 1
+
+        if self.active_segments():
+
+            def review_segments() -> None:
+                if self.segments.hold_review(meta):
+                    report.segment_reviews += 1
+
+            self._attempt(report, "segment review", "now", review_segments)
+        if self.campaigns is not None:
+            campaigns = self.campaigns
+            for campaign_id in campaigns.due_campaigns(now):
+
+                def issue(c: str = campaign_id) -> None:
+                    report.campaign_rewards += campaigns.issue(UUID(c), meta).issued
+
+                self._attempt(report, "issue campaign", campaign_id, issue)
         try:
             for _ in range(50):  # drain a backlog, in bounded rounds
                 sent = self.outbound.dispatch_due(limit=100)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.commerce_readmodels import RowPage
-from api.readmodels import as_utc, decode_cursor, encode_cursor
+from api.readmodels import RowPage, as_utc, decode_cursor, encode_cursor, fetch_page, fetch_rows
 from domain.shipment import FINAL, RECEIVED
 from projections.shipping_tables import notifications, shipment_tracking
 
@@ -24,18 +23,6 @@ Row = dict[str, Any]
 
 FINAL_STATUSES = tuple(str(s.value) for s in FINAL)
 RECEIVED_STATUSES = tuple(str(s.value) for s in RECEIVED)
-
-
-async def _rows(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
-    async with engine.connect() as conn:
-        return [dict(row._mapping) for row in await conn.execute(query)]
-
-
-async def _page(engine: AsyncEngine, query: Select[Any], count: Select[Any], first: int) -> RowPage:
-    async with engine.connect() as conn:
-        rows = [dict(row._mapping) for row in await conn.execute(query.limit(first + 1))]
-        total = int(await conn.scalar(count) or 0)
-    return RowPage(rows[:first], len(rows) > first, total)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -62,14 +49,14 @@ class ShipmentFilter:
 async def get_shipments(engine: AsyncEngine, shipment_ids: list[str]) -> dict[str, Row]:
     if not shipment_ids:
         return {}
-    rows = await _rows(engine, select(shipment_tracking).where(
+    rows = await fetch_rows(engine, select(shipment_tracking).where(
         shipment_tracking.c.shipment_id.in_(shipment_ids)))
     return {row["shipment_id"]: row for row in rows}
 
 
 async def order_shipments(engine: AsyncEngine, order_id: str) -> list[Row]:
     """An order's parcels, oldest first."""
-    return await _rows(
+    return await fetch_rows(
         engine,
         select(shipment_tracking).where(shipment_tracking.c.order_id == order_id)
         .order_by(shipment_tracking.c.created_at, shipment_tracking.c.shipment_id),
@@ -127,7 +114,7 @@ async def list_shipments(
         )
     query = query.order_by(t.created_at.desc(), t.shipment_id.desc())
     count = select(func.count()).select_from(shipment_tracking).where(*conditions)
-    return await _page(engine, query, count, first)
+    return await fetch_page(engine, query, count, first)
 
 
 # -- notifications --------------------------------------------------------------------------
@@ -152,7 +139,7 @@ async def notifications_page(
         )
     query = query.order_by(n.position.desc(), n.notification_id.desc())
     count = select(func.count()).select_from(notifications).where(*conditions)
-    return await _page(engine, query, count, first)
+    return await fetch_page(engine, query, count, first)
 
 
 async def latest_notification_position(engine: AsyncEngine, member_id: str) -> int:
@@ -167,7 +154,7 @@ async def latest_notification_position(engine: AsyncEngine, member_id: str) -> i
 async def notifications_since(engine: AsyncEngine, member_id: str, position: int) -> list[Row]:
     """A member's notifications recorded after `position`, oldest first."""
     n = notifications.c
-    return await _rows(
+    return await fetch_rows(
         engine,
         select(notifications).where((n.member_id == member_id) & (n.position > position))
         .order_by(n.position, n.notification_id),

@@ -105,6 +105,10 @@ class ProfileRules:
     # reviewer and sharer: at least this many reviews / shares.
     tag_reviewer_min_reviews: int = 3
     tag_sharer_min_shares: int = 5
+    # Segment membership follows a member's own events at once; what changes with time or
+    # with the rest of the base (decay, "within N days", lifecycle, RFM quintiles) is
+    # re-evaluated for every member by a segment review the scheduler records this often.
+    segment_review_minutes: int = 60
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -123,6 +127,9 @@ class ProfileRules:
                                   "price_band_premium_from")
         if not 1 <= self.review_neutral_stars <= 5:
             raise ValidationError("profile rule review_neutral_stars must be from 1 to 5")
+        if not 5 <= self.segment_review_minutes <= 10_080:
+            raise ValidationError("profile rule segment_review_minutes must be from 5 to "
+                                  "10080 (a week)")
         for name in ("tag_loyal_min_score", "tag_high_value_min_score"):
             if not 1 <= getattr(self, name) <= 5:
                 raise ValidationError(f"profile rule {name} must be a score from 1 to 5")

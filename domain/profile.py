@@ -425,6 +425,13 @@ class RfmBase:
         )
 
 
+def rfm_from_counts(base: int, recent: int | None, frequent: int | None,
+                    spent: int | None) -> RfmScores:
+    """Scores from the buyers at or below the member on each figure (see `quintile`)."""
+    return RfmScores(quintile(int(recent or 0), base), quintile(int(frequent or 0), base),
+                     quintile(int(spent or 0), base), int(base))
+
+
 def build_profile(member_id: str, activity: Mapping[str, Any], personalised: bool,
                   interest_rows: list[dict[str, Any]], rfm: RfmScores | None,
                   now: datetime, rules: ProfileRules) -> MemberProfile:

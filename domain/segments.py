@@ -14,10 +14,10 @@ longer change.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -25,6 +25,8 @@ from domain.errors import ForbiddenError, InvalidTransitionError, ValidationErro
 from domain.metadata import EventMetadata, Role
 from domain.profile import MemberProfile
 from domain.segment_rules import Facts, parse_rule
+
+REVIEW_NAMESPACE = UUID("6f0c2e55-9a1b-4d43-8a57-0c1d5e3b7a21")
 
 MAX_NAME = 100
 MAX_DESCRIPTION = 1000
@@ -156,6 +158,46 @@ class Segment(Aggregate):
         def apply(self, segment: Any) -> None:
             segment.state = SegmentState.ARCHIVED.value
             segment.archived_at = self.timestamp.isoformat()
+
+
+def review_slot(now: datetime, interval_minutes: int) -> datetime:
+    """The start of the review interval `now` falls in (intervals counted from the epoch)."""
+    seconds = interval_minutes * 60
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    elapsed = int((now.astimezone(UTC) - epoch).total_seconds())
+    return epoch + timedelta(seconds=elapsed - elapsed % seconds)
+
+
+class SegmentReview(Aggregate):
+    """A moment at which every member is evaluated against every active segment.
+
+    Membership follows a member's own events as they are projected, but some facts change
+    with no event at all: interests decay, "within 30 days" stops holding, a quiet member
+    turns dormant, and RFM quintiles move as *other* members buy. Recording the review as
+    an event (one per interval, its id derived from the interval so that two schedulers
+    record it once) lets the projection apply those changes at a time that every rebuild
+    sees again, instead of at whatever moment a clock happened to fire.
+    """
+
+    @classmethod
+    def hold(cls, slot: datetime, interval_minutes: int, now: datetime,
+             meta: EventMetadata) -> SegmentReview:
+        return cls._create(cls.Held, id=cls.id_for(slot), timestamp=now,
+                           slot=slot.isoformat(), interval_minutes=interval_minutes,
+                           meta=meta.as_dict())
+
+    @staticmethod
+    def id_for(slot: datetime) -> UUID:
+        return uuid5(REVIEW_NAMESPACE, f"segment-review:{slot.astimezone(UTC).isoformat()}")
+
+    class Held(Aggregate.Created):
+        slot: str
+        interval_minutes: int
+        meta: dict[str, Any]
+
+    def __init__(self, slot: str, interval_minutes: int, meta: dict[str, Any]) -> None:
+        self.slot = slot
+        self.interval_minutes = interval_minutes
 
 
 def facts_from_profile(profile: MemberProfile, tier: str | None) -> Facts:

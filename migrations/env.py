@@ -7,7 +7,9 @@ from sqlalchemy import Connection
 
 import projections.after_sales_tables
 import projections.behaviour_tables
+import projections.campaign_tables
 import projections.commerce_tables
+import projections.segment_tables
 import projections.shipping_tables  # noqa: F401
 from projections.database import DatabaseConfig
 from projections.tables import metadata

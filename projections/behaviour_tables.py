@@ -85,6 +85,8 @@ member_activity = Table(
     Column("member_id", String(36), primary_key=True),
     # Registration time (NULL if behaviour arrived before the registration was projected).
     Column("joined_at", _tz()),
+    # Loyalty tier, for segment rules (NULL until a first tier change: regular).
+    Column("tier", String(20)),
     *_behaviour_columns(),
     # Orders placed (paid or not) and their channels; reviews and theirs.
     Column("orders_placed", Integer, nullable=False),

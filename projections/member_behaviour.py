@@ -34,10 +34,12 @@ from typing import Any
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
 from domain.behaviour import BehaviourBatch, BehaviourKind, ProductReview, SessionLink
+from domain.loyalty import LoyaltyAccount
 from domain.loyalty_rules import LoyaltyRules
 from domain.member import ConsentPurpose, Member
 from domain.order import Order
 from domain.profile import INTEREST_PARTS, aware, decay
+from domain.segments import Segment, SegmentReview
 from projections.behaviour_tables import (
     BEHAVIOUR_COUNTS,
     BEHAVIOUR_SUMS,
@@ -55,6 +57,8 @@ from projections.behaviour_tables import (
 )
 from projections.commerce_tables import utc
 from projections.engine import Handler, Projection
+from projections.segment_membership import SegmentMembership
+from projections.segment_tables import SEGMENT_TABLES
 
 # A view's dwell counts up to two minutes: beyond that the tab was most likely left open.
 DWELL_CAP_SECONDS = 120
@@ -182,12 +186,24 @@ class MemberBehaviourProjection(Projection):
     name = "member_behaviour"
     # Each batch of behaviour holds up to 500 events: keep transactions short.
     batch_limit = 20
-    tables = BEHAVIOUR_TABLES
+    tables = (*BEHAVIOUR_TABLES, *SEGMENT_TABLES)
 
     def __init__(self, rules: LoyaltyRules | None = None) -> None:
-        # Only the half-life shapes what is stored; weights and thresholds apply on reading.
-        self.half_life_days = (rules or LoyaltyRules()).profile.interest_half_life_days
+        profile_rules = (rules or LoyaltyRules()).profile
+        # The half-life shapes what is stored; weights and thresholds apply on reading,
+        # and to segment membership as events are processed.
+        self.half_life_days = profile_rules.interest_half_life_days
+        self.membership = SegmentMembership(profile_rules)
+        # Members whose facts the event being applied changed.
+        self._touched: set[str] = set()
         super().__init__()
+
+    def apply(self, conn: Connection, event: Any, position: int, topic: str) -> None:
+        """Fold the event in, then decide the segments of every member it changed."""
+        self._touched = set()
+        super().apply(conn, event, position, topic)
+        for member_id in sorted(self._touched):
+            self.membership.member_changed(conn, member_id, event.timestamp, position)
 
     def handlers(self) -> dict[type, Handler]:
         return {
@@ -202,6 +218,11 @@ class MemberBehaviourProjection(Projection):
             Order.Cancelled: self.on_order_cancelled,
             ProductReview.Written: self.on_review_written,
             ProductReview.Revised: self.on_review_revised,
+            LoyaltyAccount.TierChanged: self.on_tier_changed,
+            Segment.Defined: self.membership.on_defined,
+            Segment.Updated: self.membership.on_updated,
+            Segment.Archived: self.membership.on_archived,
+            SegmentReview.Held: self.membership.on_review,
         }
 
     # -- consent and erasure ----------------------------------------------------------------
@@ -247,6 +268,8 @@ class MemberBehaviourProjection(Projection):
         was = self._personalised(conn, member_id)
         self._set_consent(conn, member_id, personalisation=bool(event.granted),
                           changed_at=utc(event.timestamp))
+        # Interests become known (or unknown) to segment rules.
+        self._touched.add(member_id)
         if was and not event.granted:
             self._forget_behaviour(conn, member_id, position)
 
@@ -273,6 +296,15 @@ class MemberBehaviourProjection(Projection):
                          .values(attributed=False, position=position, **empty_behaviour()))
         self._set_consent(conn, member_id, personalisation=False, erased=True,
                           changed_at=utc(event.timestamp))
+        self.membership.member_erased(conn, member_id, event.timestamp, position)
+
+    def on_tier_changed(self, conn: Connection, event: Any, position: int) -> None:
+        member_id = str(event.member_id)
+        if self._erased(conn, member_id):
+            return
+        row = self._member(conn, member_id)
+        row["tier"] = event.tier
+        self._save_member(conn, row, position)
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -284,7 +316,7 @@ class MemberBehaviourProjection(Projection):
         if row is not None:
             return _aware_row(row)
         return {
-            "member_id": member_id, "joined_at": None, **empty_behaviour(),
+            "member_id": member_id, "joined_at": None, "tier": None, **empty_behaviour(),
             "orders_placed": 0, "order_channels": {}, "last_order_at": None,
             "reviews": 0, "review_stars": 0, "review_channels": {}, "last_review_at": None,
             "purchases": 0, "purchase_total": 0, "refunded_total": 0,
@@ -293,8 +325,9 @@ class MemberBehaviourProjection(Projection):
             "last_activity_at": None, "position": None,
         }
 
-    @staticmethod
-    def _save_member(conn: Connection, row: Row, position: int) -> None:
+    def _save_member(self, conn: Connection, row: Row, position: int) -> None:
+        """Write the member's row; their segment membership is decided after the event."""
+        self._touched.add(row["member_id"])
         row["last_activity_at"] = _latest(row["last_behaviour_at"], row["last_order_at"],
                                           row["last_review_at"], row["last_purchase_at"])
         fresh = row["position"] is None

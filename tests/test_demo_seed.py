@@ -25,6 +25,7 @@ from domain.loyalty import account_id_for
 from projections.after_sales_tables import case_queue
 from projections.behaviour_tables import behaviour_daily, member_activity
 from projections.commerce_tables import coupons, loyalty_accounts, loyalty_ledger, orders, rewards
+from projections.segment_tables import segment_membership_changes, segments
 from projections.shipping_tables import notifications, shipment_tracking
 from projections.tables import member_profiles
 
@@ -121,6 +122,13 @@ def test_a_demo_year_fills_every_read_model(demo: Runtime) -> None:
         # After-sales cases went through their whole life.
         cases = conn.execute(select(case_queue)).all()
         assert cases and {c.state for c in cases} & {"closed", "resolved"}, cases
+
+        # Segments kept their members live all year: people joined and left them.
+        defined = conn.execute(select(segments)).all()
+        assert len(defined) == 4 and any(s.size > 0 for s in defined), defined
+        moves = Counter(conn.execute(select(segment_membership_changes.c.change)).scalars())
+        assert moves["joined"] > 0 and moves["left"] > 0, moves
+        assert sum(s.size for s in defined) == moves["joined"] - moves["left"]
 
     # The read model agrees with the aggregates it was projected from.
     for account in accounts:

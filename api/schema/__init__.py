@@ -28,6 +28,7 @@ from api.consistency import ProjectionLagError
 from api.schema.after_sales import CaseMutations, CaseQueries, CaseSubscriptions
 from api.schema.audit import AuditQueries
 from api.schema.behaviour import BehaviourMutations
+from api.schema.campaigns import CampaignMutations, CampaignQueries
 from api.schema.common import (
     EVENT_POSITION_SCALAR,
     LONG_SCALAR,
@@ -39,6 +40,7 @@ from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscrip
 from api.schema.members import MemberMutations, MemberQueries
 from api.schema.orders import OrderMutations, OrderQueries
 from api.schema.profiles import ProfileQueries
+from api.schema.segments import SegmentMutations, SegmentQueries
 from api.schema.shipments import ShipmentMutations, ShipmentQueries, ShipmentSubscriptions
 
 log = logging.getLogger("patron.api")
@@ -54,14 +56,15 @@ def _query_type() -> type:
     return merge_types(
         "Query",
         (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, ShipmentQueries,
-         CaseQueries, AuditQueries, ProfileQueries),
+         CaseQueries, AuditQueries, ProfileQueries, SegmentQueries,
+         CampaignQueries),
     )
 
 
 Mutation = merge_types(
     "Mutation",
     (MemberMutations, OrderMutations, LoyaltyMutations, ShipmentMutations, CaseMutations,
-     BehaviourMutations),
+     BehaviourMutations, SegmentMutations, CampaignMutations),
 )
 Subscription = merge_types(
     "Subscription", (LoyaltySubscriptions, ShipmentSubscriptions, CaseSubscriptions)

@@ -21,6 +21,7 @@ from api.service import CommandResult
 from domain.errors import DomainError, ForbiddenError, ValidationError
 from domain.errors import ErrorCode as DomainErrorCode
 from domain.metadata import EventMetadata, Role
+from domain.segment_rules import SegmentRuleError
 
 T = TypeVar("T")
 
@@ -62,18 +63,30 @@ class ApiError(GraphQLError):
         return cls(error.message, error.code.value, field=error.field)
 
 
+@strawberry.type(description="Where in a text input an error is.")
+class TextLocation:
+    offset: int = strawberry.field(description="0-based, in characters.")
+    line: int = strawberry.field(description="1-based.")
+    column: int = strawberry.field(description="1-based, in characters.")
+
+
 @strawberry.type(description="An expected failure of a mutation; nothing was recorded.")
 class UserError:
     field: str | None = strawberry.field(description="The input field at fault, if any.")
     message: str
     code: DomainErrorCode
+    location: TextLocation | None = strawberry.field(
+        default=None, description="For text that does not parse (a segment rule): where.")
 
     @classmethod
     def from_domain(cls, error: DomainError) -> UserError:
         field = error.field
         if field is not None:
             field = _camel(field)
-        return cls(field=field, message=error.message, code=error.code)
+        location = None
+        if isinstance(error, SegmentRuleError):
+            location = TextLocation(offset=error.offset, line=error.line, column=error.column)
+        return cls(field=field, message=error.message, code=error.code, location=location)
 
 
 def _camel(name: str) -> str:

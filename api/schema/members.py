@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from api.schema.loyalty import CouponNode, CouponStatus, LoyaltyAccount
     from api.schema.orders import OrderNode
     from api.schema.profiles import MemberProfileType
+    from api.schema.segments import MemberSegment
     from api.schema.shipments import NotificationNode
 
 Gender = strawberry.enum(model.Gender)
@@ -375,6 +376,15 @@ class MemberNode(relay.Node):
         from api.schema.profiles import member_profile_view
 
         return await member_profile_view(info, self.key)
+
+    @strawberry.field(description="The segments the member is in now, since when and why: "
+                                  "the member themself, staff and auditors.")
+    async def segments(
+        self, info: strawberry.Info
+    ) -> list[Annotated[MemberSegment, strawberry.lazy("api.schema.segments")]]:
+        from api.schema.segments import member_segments_view
+
+        return await member_segments_view(info, self.key)
 
     @strawberry.field(description="The coupon wallet, newest first.")
     async def coupons(

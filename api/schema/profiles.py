@@ -17,9 +17,11 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api import profile_readmodels as readmodels
+from api import segment_readmodels
 from api.schema.common import ApiError, context
 from api.schema.members import EventChannel
 from api.schema.orders import Money, money
+from api.schema.segments import SegmentNode, SegmentSizeDay, size_series
 from domain.errors import DomainError, ErrorCode, ValidationError
 from domain.metadata import Channel, Role
 
@@ -214,6 +216,14 @@ class BehaviourKpis:
     repeat_buyers: int = strawberry.field(description="Members with two or more, now.")
     repurchase_rate: float | None = strawberry.field(
         description="Repeat buyers per buyer, now.")
+    segments: list[SegmentSizes] = strawberry.field(
+        description="Every segment's size at the end of each day, by segment name.")
+
+
+@strawberry.type(description="A segment's size over the KPI's days.")
+class SegmentSizes:
+    segment: SegmentNode
+    days: list[SegmentSizeDay]
 
 
 @strawberry.type
@@ -238,6 +248,8 @@ class ProfileQueries:
         except DomainError as error:
             raise ApiError.from_domain(error) from None
         kpis = await readmodels.behaviour_kpis(ctx.runtime.async_engine, from_, to)
+        segment_rows = await segment_readmodels.segments_by_name(ctx.runtime.async_engine)
+        sizes = await size_series(info, [r["segment_id"] for r in segment_rows], from_, to)
         currency = ctx.runtime.rules.currency
         return BehaviourKpis(
             from_=kpis.start, to=kpis.end,
@@ -250,5 +262,7 @@ class ProfileQueries:
             revenue=money(kpis.revenue, currency), conversion=kpis.conversion,
             buyers=kpis.buyers, repeat_buyers=kpis.repeat_buyers,
             repurchase_rate=kpis.repurchase_rate,
+            segments=[SegmentSizes(segment=SegmentNode.of(r), days=sizes[r["segment_id"]])
+                      for r in segment_rows],
         )
 
