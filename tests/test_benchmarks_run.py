@@ -58,7 +58,7 @@ def test_a_benchmark_prints_its_figures_beside_its_baseline(name: str, tmp_path:
 def test_the_offline_recommender_benchmark_prints_every_model_beside_popularity() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tests.benchmarks.recommend_offline", "--interactions", "3000",
-         "--users", "100", "--items", "300", "--no-implicit"],
+         "--users", "100", "--items", "300"],
         cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
