@@ -344,6 +344,171 @@ def seed_demo_command(
     click.echo(f"seeded {members} members (seed {seed_value})")
 
 
+@main.group()
+def recommend() -> None:
+    """Train, evaluate and switch recommender models."""
+
+
+def _cli_meta(reason: str) -> Any:
+    """An operator at the console acts as an admin, named after their login."""
+    import getpass
+    import uuid
+
+    from domain.metadata import Channel, EventMetadata
+
+    return EventMetadata(actor_id=f"cli:{getpass.getuser()}", actor_role=Role.ADMIN,
+                         channel=Channel.SYSTEM, correlation_id=f"cli-{uuid.uuid4().hex}",
+                         causation_id=None, request_id=uuid.uuid4().hex, reason=reason)
+
+
+@recommend.command("train")
+@database_option
+@click.option("--reason", default="trained from the command line", show_default=True)
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Serve the new version at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def recommend_train(database_url: str | None, reason: str, activate: bool,
+                    as_json: bool) -> None:
+    """Train a model version on the read models as they are now (progress on stderr)."""
+    runtime = _runtime(_settings(database_url))
+    try:
+        runtime.runner.run_once()  # train on everything recorded so far
+        report = runtime.recommender.train(
+            _cli_meta(reason), activate=activate,
+            progress=lambda message: click.echo(f"  {message}", err=True))
+    except Exception as error:
+        raise click.ClickException(f"training failed: {error}") from None
+    finally:
+        runtime.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    hybrid = report.metrics.get("hybrid") or {}
+    baseline = report.metrics.get("popularity") or {}
+    click.echo(f"version {report.version} ({'active' if report.activated else 'not active'}): "
+               f"{report.interactions} interactions, {report.members} members, "
+               f"{report.products} products, {report.seconds:.1f}s")
+    if hybrid:
+        k = report.metrics["k"]
+        click.echo(f"  precision@{k} {hybrid['precision']:.4f} vs popularity "
+                   f"{baseline.get('precision', 0):.4f}; recall@{k} {hybrid['recall']:.4f}; "
+                   f"NDCG@{k} {hybrid['ndcg']:.4f}")
+    if report.note:
+        click.echo(f"  {report.note}")
+
+
+@recommend.command("evaluate")
+@database_option
+@click.option("--ratings", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A MovieLens u.data file (user, item, rating, timestamp; tab-separated).")
+@click.option("--synthetic", is_flag=True,
+              help="The built-in synthetic shop (100,000 interactions, planted tastes).")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--split", "split_kind", type=click.Choice(["random", "temporal"]),
+              default="random", show_default=True)
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--relevance-threshold", type=float, default=None,
+              help="Count only held-out interactions this strong as relevant (e.g. 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def recommend_evaluate(database_url: str | None, ratings: str | None, synthetic: bool, k: int,
+                       split_kind: str, seed: int, relevance_threshold: float | None,
+                       as_json: bool) -> None:
+    """Offline evaluation against the popularity baseline: the shop's own behaviour by
+    default, a MovieLens file with --ratings, or the synthetic shop with --synthetic."""
+    from domain.recommendation.evaluation import evaluate
+
+    if ratings and synthetic:
+        raise click.UsageError("choose --ratings or --synthetic, not both")
+    try:
+        interactions, catalogue, source = _evaluation_data(database_url, ratings, synthetic)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    if not interactions:
+        raise click.ClickException(f"{source} holds no interactions to evaluate")
+    report = evaluate(interactions, catalogue or None, k=k, split_kind=split_kind, seed=seed,
+                      relevance_threshold=relevance_threshold,
+                      progress=lambda message: click.echo(f"  {message}", err=True))
+    if as_json:
+        click.echo(json.dumps({"source": source, "k": report.k, "split": report.split,
+                               "seed": report.seed,
+                               **{name: result.figures()
+                                  for name, result in report.results.items()}}))
+        return
+    click.echo(f"{source}: {report.train_interactions} training and {report.test_interactions}"
+               f" held-out interactions, {report.items} items; {report.split} split, seed "
+               f"{report.seed}; novelty = {report.novelty_definition}")
+    click.echo(report.table())
+
+
+def _evaluation_data(database_url: str | None, ratings: str | None,
+                     synthetic: bool) -> tuple[list[Any], dict[str, Any], str]:
+    from domain.recommendation.interactions import derive_interactions
+    from domain.recommendation.movielens import read_movielens
+    from domain.recommendation.synthetic import generate
+
+    if ratings:
+        return read_movielens(ratings), {}, ratings
+    if synthetic:
+        data = generate()
+        return list(data.interactions), dict(data.catalogue), "synthetic shop"
+    from api.recommender import read_training_data
+
+    settings = _settings(database_url)
+    runtime = _runtime(settings)
+    try:
+        with runtime.sync_engine.connect() as conn:
+            data = read_training_data(conn)
+        now = runtime.clock.now()
+    finally:
+        runtime.close()
+    interactions = derive_interactions(data.signals, now, settings.recommender_weights)
+    return interactions, data.catalogue, settings.database.safe_url
+
+
+@recommend.command("models")
+@database_option
+def recommend_models(database_url: str | None) -> None:
+    """Every trained version, newest first, with its state and offline precision."""
+    from sqlalchemy import select
+
+    from projections.recommender_tables import recommender_models
+
+    runtime = _runtime(_settings(database_url))
+    try:
+        runtime.runner.run_once()
+        with runtime.sync_engine.connect() as conn:
+            rows = conn.execute(select(recommender_models)
+                                .order_by(recommender_models.c.version.desc())).all()
+    finally:
+        runtime.close()
+    if not rows:
+        click.echo("no model has been trained yet: run `patron recommend train`")
+    for row in rows:
+        precision = (row.metrics or {}).get("hybrid", {}).get("precision")
+        shown = "-" if precision is None else f"{precision:.4f}"
+        click.echo(f"v{row.version:<4} {row.state:<8} trained {row.trained_at:%Y-%m-%d %H:%M} "
+                   f"by {row.trained_by}: {row.interactions} interactions, "
+                   f"precision {shown}")
+
+
+@recommend.command("activate")
+@click.argument("version", type=click.IntRange(1))
+@click.option("--reason", required=True, help="Why (recorded for auditors).")
+@database_option
+def recommend_activate(version: int, reason: str, database_url: str | None) -> None:
+    """Serve VERSION from now on (a newer one, or an older one to roll back)."""
+    from domain.errors import DomainError
+
+    runtime = _runtime(_settings(database_url))
+    try:
+        runtime.recommender.activate(version, _cli_meta(reason))
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
+    finally:
+        runtime.close()
+    click.echo(f"version {version} serves now")
+
+
 @main.command("export-schema")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def export_schema(output: Path | None) -> None:

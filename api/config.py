@@ -6,11 +6,12 @@ import logging
 import math
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from domain.errors import DomainError
 from domain.loyalty_rules import LoyaltyRules
+from domain.recommendation.interactions import InteractionWeights
 from projections.database import DatabaseConfig
 
 log = logging.getLogger("patron.config")
@@ -78,6 +79,12 @@ class Settings:
     scheduler_interval: float = 60.0
     # Shared secrets that carriers sign their webhook bodies with, by carrier code.
     carrier_secrets: dict[str, str] = field(default_factory=dict)
+    # The scheduler trains a new recommender model this often (0: only on request).
+    recommender_retrain_hours: float = 24.0
+    # At most this many items of one category in a list's top 10 (0: no cap).
+    recommender_max_per_category: int = 3
+    # Signal weights and decay for the recommender's interactions.
+    recommender_weights: InteractionWeights = field(default_factory=InteractionWeights)
 
     @classmethod
     def from_env(cls, database_url: str | None = None, **overrides: object) -> Settings:
@@ -97,6 +104,9 @@ class Settings:
             loyalty_rules=_loyalty_rules(),
             scheduler_interval=_float("PATRON_SCHEDULER_INTERVAL", 60.0),
             carrier_secrets=_carrier_secrets(),
+            recommender_retrain_hours=_float("PATRON_RECOMMENDER_RETRAIN_HOURS", 24.0),
+            recommender_max_per_category=_int("PATRON_RECOMMENDER_MAX_PER_CATEGORY", 3),
+            recommender_weights=_recommender_weights(),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -118,6 +128,32 @@ def _carrier_secrets() -> dict[str, str]:
             )
         secrets_by_carrier[carrier.strip().lower()] = secret.strip()
     return secrets_by_carrier
+
+
+def _recommender_weights() -> InteractionWeights:
+    """PATRON_RECOMMENDER_WEIGHTS="purchase=5,view=0.2,half_life_days=90": any field of
+    `InteractionWeights`; the rest keep their defaults."""
+    raw = os.environ.get("PATRON_RECOMMENDER_WEIGHTS", "")
+    names = {f.name: f.type for f in fields(InteractionWeights)}
+    values: dict[str, float | int | None] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, text = (piece.strip() for piece in part.partition("="))
+        if name not in names:
+            raise ConfigurationError(
+                f"PATRON_RECOMMENDER_WEIGHTS: unknown weight {name!r}; known: "
+                + ", ".join(sorted(names)))
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigurationError(
+                f"PATRON_RECOMMENDER_WEIGHTS: {name} must be a number, got {text!r}") from None
+        if not math.isfinite(number):
+            raise ConfigurationError(f"PATRON_RECOMMENDER_WEIGHTS: {name} must be finite")
+        values[name] = int(number) if name == "purchase_max_units" else number
+    try:
+        return InteractionWeights(**values)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ConfigurationError(f"PATRON_RECOMMENDER_WEIGHTS: {error}") from None
 
 
 def _loyalty_rules() -> LoyaltyRules:

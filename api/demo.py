@@ -102,6 +102,12 @@ CATALOGUE = (
     Product("P-9101", "Baby carrier", "baby", "hearth", 49_900, 1, True),
     Product("P-9102", "Baby wipes (6 packs)", "baby", "greenleaf", 3_900, 5),
 )
+# The catalogue the demo admin lists on the first morning (see _Year._list_catalogue):
+# products bought again and again may be recommended again after a purchase.
+CONSUMABLE_CATEGORIES = ("grocery",)
+CONSUMABLE_PRODUCTS = ("P-3002", "P-3003", "P-9102")
+# Two thirds into the year this product sells out; nobody orders it after that.
+SOLD_OUT = ("P-1003", "sold out until next winter")
 
 # (name, days between orders on average, share of members, chance a basket item is premium)
 SHOPPERS = [("occasional", 75, 0.35, 1.0), ("regular", 40, 0.40, 1.0),
@@ -419,20 +425,37 @@ class _Year:
     # -- the year --------------------------------------------------------------------------
 
     def run(self) -> list[uuid.UUID]:
-        for day in range(self.days):
-            midnight = self.start + timedelta(days=day)
-            self.clock.set(midnight)
-            if day:
-                self.tick()
-            self.plan_day(day, midnight)
-            self.run_until(midnight + timedelta(days=1))
-            if self.day_progress:
-                self.day_progress(1)
-        self.clock.set(self.start + timedelta(days=self.days))
-        self.tick()
+        # The scheduler would retrain the recommender every simulated day; the demo trains
+        # twice instead (mid-year and at the end), so the shop has a version history.
+        recommender = self.runtime.recommender
+        retrain_hours, recommender.retrain_hours = recommender.retrain_hours, 0
+        try:
+            for day in range(self.days):
+                midnight = self.start + timedelta(days=day)
+                self.clock.set(midnight)
+                if day:
+                    self.tick()
+                if day and day == self.days // 2:
+                    self.train_recommender("demo: mid-year model")
+                self.plan_day(day, midnight)
+                self.run_until(midnight + timedelta(days=1))
+                if self.day_progress:
+                    self.day_progress(1)
+            self.clock.set(self.start + timedelta(days=self.days))
+            self.tick()
+            self.train_recommender("demo: the model the shop serves today")
+        finally:
+            recommender.retrain_hours = retrain_hours
         self.runtime.runner.run_once()
         log.info("demo year: %s", self.stats)
         return self.demo.created
+
+    def train_recommender(self, reason: str) -> None:
+        self.runtime.runner.run_once()
+        report = self.runtime.recommender.train(self.demo.admin(reason))
+        self.count("recommender versions")
+        log.info("demo: recommender version %d on %d interactions", report.version,
+                 report.interactions)
 
     def run_until(self, end: datetime) -> None:
         while self.agenda and self.agenda[0][0] < end:
@@ -518,6 +541,7 @@ class _Year:
                     lambda v=visitor, r=visitors: self.browse_anonymously(day, v, r))
 
     def admin_day(self, day: int, midnight: datetime) -> None:
+        self._list_catalogue(day, midnight)
         if day == 0:
             self.at(midnight + timedelta(hours=9), self.define_segments)
         for defined_on, valid_days, details in REWARDS:
@@ -542,7 +566,7 @@ class _Year:
         premium_bias = member.shopper[3]
         weights = [
             p.weight * (3 if p.category in member.categories else 1)
-            * (premium_bias if p.premium else 1)
+            * (premium_bias if p.premium else 1) * (1 if self._on_sale(p) else 0)
             for p in CATALOGUE
         ]
         count = rng.choices(*BASKET_LINES)[0]
@@ -579,6 +603,44 @@ class _Year:
             wants_coupon=rng.random() < 0.8,
             wants_points=member.likes_points and rng.random() < 0.35,
         )
+
+    # -- the catalogue ---------------------------------------------------------------------
+
+    def _list_catalogue(self, day: int, midnight: datetime) -> None:
+        """On the first morning, before any order, the admin lists every demo product
+        through the catalogue service; two thirds into the year one product sells out."""
+        if day == 0:
+            self.at(midnight + timedelta(hours=7), self._upsert_products)
+        if day == self._sold_out_day():
+            self.at(midnight + timedelta(hours=7), lambda: self.runtime.catalogue.set_availability(
+                SOLD_OUT[0], False, SOLD_OUT[1], self.demo.admin(SOLD_OUT[1])))
+
+    def _sold_out_day(self) -> int | None:
+        return self.days * 2 // 3 if self.days >= 3 else None
+
+    def _on_sale(self, product: Product) -> bool:
+        """Orders planned from the morning the product sold out leave it out."""
+        day = self._sold_out_day()
+        return not (product.product_id == SOLD_OUT[0] and day is not None
+                    and self.clock.now() >= self.start + timedelta(days=day, hours=7))
+
+    def _upsert_products(self) -> None:
+        for product in CATALOGUE:
+            # Released between a month and about two and a half years before the demo year.
+            rng = self.stream("catalogue", product.product_id)
+            consumable = (product.category in CONSUMABLE_CATEGORIES
+                          or product.product_id in CONSUMABLE_PRODUCTS)
+            words = [product.name, f"{product.category} by {product.brand}"]
+            words += ["premium"] if product.premium else []
+            words += ["everyday essential"] if consumable else []
+            self.runtime.catalogue.upsert({
+                "product_id": product.product_id, "name": product.name,
+                "category": product.category, "brand": product.brand,
+                "price": product.price, "currency": self.rules.currency,
+                "released_on": self.start.date() - timedelta(days=rng.randint(30, 900)),
+                "attributes": "; ".join(words), "consumable": consumable,
+            }, self.demo.admin("demo catalogue"))
+            self.count("products")
 
     # -- actions ---------------------------------------------------------------------------
 

@@ -20,11 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.after_sales import AfterSalesService
 from api.behaviour import BehaviourService
 from api.campaigns import CampaignService
+from api.catalogue import CatalogueService
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
 from api.consistency import ReadModelChanges, WriteTracker, wait_for_position
+from api.experiments import ExperimentService
 from api.outbound import OutboundDispatcher, OutboxRecorder, WebhookDelivery
 from api.personal_data import DataKeyStore
+from api.recommendations import RecommendationService
+from api.recommender import RecommenderService
 from api.scheduler import Scheduler
 from api.segments import SegmentService
 from api.service import MemberService, PatronApplication, UnitOfWork
@@ -33,14 +37,18 @@ from domain.clock import Clock, SystemClock
 from domain.loyalty_rules import LoyaltyRules
 from projections.campaign_results import CampaignResultsProjection
 from projections.case_queue import CaseQueueProjection
+from projections.catalogue import CatalogueProjection
 from projections.coupons import CouponsProjection
 from projections.database import DatabaseConfig
 from projections.engine import Projection, ProjectionRunner
+from projections.experiment_results import ExperimentResultsProjection
 from projections.loyalty import LoyaltyProjection
 from projections.member_behaviour import MemberBehaviourProjection
 from projections.member_profiles import MemberProfilesProjection
 from projections.notifications import NotificationsProjection
 from projections.orders import OrdersProjection
+from projections.recommendation_signals import RecommendationSignalsProjection
+from projections.recommender_models import RecommenderModelsProjection
 from projections.service_kpis import ServiceKpisProjection
 from projections.shipment_tracking import ShipmentTrackingProjection
 
@@ -54,7 +62,9 @@ def all_projections(rules: LoyaltyRules | None = None) -> list[Projection]:
     return [MemberProfilesProjection(), OrdersProjection(), LoyaltyProjection(),
             CouponsProjection(), ShipmentTrackingProjection(), NotificationsProjection(),
             CaseQueueProjection(), ServiceKpisProjection(), MemberBehaviourProjection(rules),
-            CampaignResultsProjection()]
+            CampaignResultsProjection(), CatalogueProjection(),
+            RecommendationSignalsProjection(), RecommenderModelsProjection(),
+            ExperimentResultsProjection()]
 
 
 def alembic_config(database: DatabaseConfig) -> AlembicConfig:
@@ -137,6 +147,14 @@ class Runtime:
         self.behaviour = BehaviourService(self.uow, self.clock, self.rules, self.loyalty)
         self.segments = SegmentService(self.uow, self.clock, self.rules)
         self.campaigns = CampaignService(self.uow, self.clock, self.rules, self.sync_engine)
+        self.experiments = ExperimentService(self.uow, self.clock, self.sync_engine)
+        self.catalogue = CatalogueService(self.uow, self.clock)
+        self.recommender = RecommenderService(
+            self.uow, self.clock, self.sync_engine, settings.recommender_weights,
+            settings.recommender_retrain_hours)
+        self.recommendations = RecommendationService(
+            self.recommender, self.clock, settings.recommender_weights,
+            settings.recommender_max_per_category)
         self.webhooks = WebhookDelivery(self.sync_engine)
         self.outbound = OutboundDispatcher(
             self.sync_engine,
@@ -146,6 +164,7 @@ class Runtime:
         self.scheduler = Scheduler(
             self.sync_engine, self.clock, self.rules, self.loyalty, self.orders, self.shipping,
             self.after_sales, self.outbound, self.segments, campaigns=self.campaigns,
+            recommender=self.recommender,
         )
         self.writes = WriteTracker()
         self._async_engine: AsyncEngine | None = None

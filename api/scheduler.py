@@ -25,6 +25,7 @@ from api.after_sales import AfterSalesService
 from api.campaigns import CampaignService
 from api.commerce import LoyaltyService, OrderService
 from api.outbound import OutboundDispatcher
+from api.recommender import RecommenderService
 from api.segments import SegmentService
 from api.shipping import STALL_AFTER, ShippingService
 from domain.after_sales import OPEN_STATES
@@ -53,6 +54,7 @@ class TickReport:
     cases_checked: int = 0
     segment_reviews: int = 0
     campaign_rewards: int = 0
+    models_trained: int = 0
     notices_sent: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -66,6 +68,7 @@ class TickReport:
             "cases_checked": self.cases_checked,
             "segment_reviews": self.segment_reviews,
             "campaign_rewards": self.campaign_rewards,
+            "models_trained": self.models_trained,
             "notices_sent": self.notices_sent,
             "errors": self.errors,
         }
@@ -84,6 +87,7 @@ class Scheduler:
         outbound: OutboundDispatcher,
         segments: SegmentService,
         campaigns: CampaignService | None = None,
+        recommender: RecommenderService | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -95,6 +99,7 @@ class Scheduler:
         self.outbound = outbound
         self.segments = segments
         self.campaigns = campaigns
+        self.recommender = recommender
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -228,6 +233,15 @@ class Scheduler:
                     report.campaign_rewards += campaigns.issue(UUID(c), meta).issued
 
                 self._attempt(report, "issue campaign", campaign_id, issue)
+        if self.recommender is not None and self.recommender.retrain_hours > 0:
+            recommender = self.recommender
+
+            def train() -> None:
+                # Last, as it takes longest; once per interval across all servers.
+                if recommender.train_if_due(meta) is not None:
+                    report.models_trained += 1
+
+            self._attempt(report, "recommender training", "now", train)
         try:
             for _ in range(50):  # drain a backlog, in bounded rounds
                 sent = self.outbound.dispatch_due(limit=100)

@@ -8,7 +8,10 @@ from sqlalchemy import Connection
 import projections.after_sales_tables
 import projections.behaviour_tables
 import projections.campaign_tables
+import projections.catalogue_tables
 import projections.commerce_tables
+import projections.experiment_tables
+import projections.recommender_tables
 import projections.segment_tables
 import projections.shipping_tables  # noqa: F401
 from projections.database import DatabaseConfig

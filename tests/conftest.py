@@ -119,6 +119,9 @@ def settings(database_url: str) -> Settings:
         read_your_writes_timeout=5.0,
         projection_poll_interval=0.05,
         data_key_cache_seconds=0.0,
+        # Tests that tick the scheduler must not train a model on every tick; the
+        # scheduled training has its own tests, which turn it on.
+        recommender_retrain_hours=0.0,
     )
 
 

@@ -18,13 +18,15 @@ import pytest
 from sqlalchemy import Table, func, select
 
 from api.config import Settings
-from api.demo import demo_runtime_clock, seed_demo
+from api.demo import CATALOGUE, SOLD_OUT, demo_runtime_clock, seed_demo
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.loyalty import account_id_for
 from projections.after_sales_tables import case_queue
 from projections.behaviour_tables import behaviour_daily, member_activity
+from projections.catalogue_tables import products
 from projections.commerce_tables import coupons, loyalty_accounts, loyalty_ledger, orders, rewards
+from projections.recommender_tables import recommendation_signals, recommender_models
 from projections.segment_tables import segment_membership_changes, segments
 from projections.shipping_tables import notifications, shipment_tracking
 from projections.tables import member_profiles
@@ -108,6 +110,12 @@ def test_a_demo_year_fills_every_read_model(demo: Runtime) -> None:
         catalogue = conn.execute(select(rewards)).all()
         assert len(catalogue) >= 3 and sum(r.redeemed_count for r in catalogue) > 0
 
+        # The product catalogue lists every demo product; one sold out during the year.
+        listed = conn.execute(select(products.c.product_id, products.c.name,
+                                     products.c.price, products.c.available)).all()
+        assert sorted((p.product_id, p.name, p.price, p.product_id != SOLD_OUT[0])
+                      for p in CATALOGUE) == sorted(tuple(row) for row in listed)
+
         # Browsing: sessions that led to orders and sessions that did not, by members who
         # consented (attached to them) and by anonymous visitors (counted only in totals).
         daily = Counter(dict(conn.execute(
@@ -129,6 +137,13 @@ def test_a_demo_year_fills_every_read_model(demo: Runtime) -> None:
         moves = Counter(conn.execute(select(segment_membership_changes.c.change)).scalars())
         assert moves["joined"] > 0 and moves["left"] > 0, moves
         assert sum(s.size for s in defined) == moves["joined"] - moves["left"]
+
+        # The recommender learnt from the year, trained mid-year and at the end.
+        kinds = Counter(conn.execute(select(recommendation_signals.c.kind)).scalars())
+        assert {"purchase", "view", "cart_add"} <= set(kinds), kinds
+        models = conn.execute(select(recommender_models.c.version, recommender_models.c.state)
+                              .order_by(recommender_models.c.version)).all()
+        assert [tuple(m) for m in models] == [(1, "retired"), (2, "active")]
 
     # The read model agrees with the aggregates it was projected from.
     for account in accounts:

@@ -29,6 +29,7 @@ from api.schema.after_sales import CaseMutations, CaseQueries, CaseSubscriptions
 from api.schema.audit import AuditQueries
 from api.schema.behaviour import BehaviourMutations
 from api.schema.campaigns import CampaignMutations, CampaignQueries
+from api.schema.catalogue import CatalogueMutations, CatalogueQueries
 from api.schema.common import (
     EVENT_POSITION_SCALAR,
     LONG_SCALAR,
@@ -36,10 +37,12 @@ from api.schema.common import (
     EventPosition,
     Long,
 )
+from api.schema.experiments import ExperimentMutations, ExperimentQueries
 from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscriptions
 from api.schema.members import MemberMutations, MemberQueries
 from api.schema.orders import OrderMutations, OrderQueries
 from api.schema.profiles import ProfileQueries
+from api.schema.recommendations import RecommenderMutations, RecommenderQueries
 from api.schema.segments import SegmentMutations, SegmentQueries
 from api.schema.shipments import ShipmentMutations, ShipmentQueries, ShipmentSubscriptions
 
@@ -57,14 +60,15 @@ def _query_type() -> type:
         "Query",
         (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, ShipmentQueries,
          CaseQueries, AuditQueries, ProfileQueries, SegmentQueries,
-         CampaignQueries),
+         CampaignQueries, CatalogueQueries, RecommenderQueries, ExperimentQueries),
     )
 
 
 Mutation = merge_types(
     "Mutation",
     (MemberMutations, OrderMutations, LoyaltyMutations, ShipmentMutations, CaseMutations,
-     BehaviourMutations, SegmentMutations, CampaignMutations),
+     BehaviourMutations, SegmentMutations, CampaignMutations, CatalogueMutations,
+     RecommenderMutations, ExperimentMutations),
 )
 Subscription = merge_types(
     "Subscription", (LoyaltySubscriptions, ShipmentSubscriptions, CaseSubscriptions)

@@ -34,6 +34,7 @@ from api.schema.common import (
     page_size,
     run_mutation,
 )
+from api.schema.recommendations import PlacementEnum
 from api.service import CommandResult
 from domain import member as model
 from domain.errors import (
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from api.schema.loyalty import CouponNode, CouponStatus, LoyaltyAccount
     from api.schema.orders import OrderNode
     from api.schema.profiles import MemberProfileType
+    from api.schema.recommendations import RecommendationList
     from api.schema.segments import MemberSegment
     from api.schema.shipments import NotificationNode
 
@@ -385,6 +387,24 @@ class MemberNode(relay.Node):
         from api.schema.segments import member_segments_view
 
         return await member_segments_view(info, self.key)
+
+    @strawberry.field(description=(
+        "A ranked list of products for a placement, each with a score and a reason: the "
+        "member themself, staff and auditors. product needs productId, cart needs "
+        "cartProductIds, search re-ranks candidateIds."))
+    async def recommendations(
+        self,
+        info: strawberry.Info,
+        placement: PlacementEnum,  # type: ignore[valid-type]
+        first: int = 10,
+        product_id: str | None = None,
+        cart_product_ids: list[str] | None = None,
+        candidate_ids: list[str] | None = None,
+    ) -> Annotated[RecommendationList, strawberry.lazy("api.schema.recommendations")]:
+        from api.schema.recommendations import member_recommendations
+
+        return await member_recommendations(info, self.key, placement, first, product_id,
+                                            cart_product_ids, candidate_ids)
 
     @strawberry.field(description="The coupon wallet, newest first.")
     async def coupons(

@@ -12,5 +12,9 @@ flows through them:
 - `split`: train/test splits (per-user stratified random, or temporal).
 - `models`: popularity, collaborative (surprise), content and hybrid recommenders, each
   recommendation with a reason; the diversity re-ranker.
+- `baskets`: "frequently bought together" — pairwise association rules (support,
+  confidence, lift) mined from order baskets, and picks for a cart.
+- `context`: popularity by tier and city, segment, festival and season, for cold-start
+  and non-personalised lists, with the English reason for each pick.
 - `metrics`, `evaluation`: offline metrics and the comparison against the baseline.
 """

@@ -201,6 +201,12 @@ class ScoringModel:
         scored = self._score(user if history is None else None, seen, strengths)
         return None if scored is None else scored.scores
 
+    def scored(self, history: History) -> Scored | None:
+        """Scores over `self.items` for a history, with their explanation (for re-ranking
+        a list someone else chose, where every item is kept and each needs a reason)."""
+        seen, strengths = self.user_history("", history)
+        return self._score(None, seen, strengths)
+
     def recommend(
         self,
         user: str,
@@ -379,6 +385,11 @@ class CollaborativeModel(ScoringModel):
         self.global_mean = float(trainset.global_mean)
         norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
         self._unit_factors = self.item_factors / np.where(norms > 0, norms, 1.0)
+        # Items someone chose. The others have factors too, learnt from sampled negatives
+        # alone, which say what an item is not; "members who liked X" needs a liked X.
+        self._chosen = np.zeros(len(self.items), dtype=bool)
+        for history in self.histories.values():
+            self._chosen[list(history)] = True
 
     def fold_in(self, seen: np.ndarray, strengths: np.ndarray) -> np.ndarray | None:
         """User factors for a history the model was not trained on: the ridge regression
@@ -417,10 +428,10 @@ class CollaborativeModel(ScoringModel):
     def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
         """Items closest to `item` in factor space (the product page's "also liked")."""
         position = self.index.get(item)
-        if position is None or not np.isfinite(self.item_bias[position]):
+        if position is None or not self._chosen[position]:
             return []
         scores = self._unit_factors @ self._unit_factors[position]
-        scores[~np.isfinite(self.item_bias)] = -np.inf
+        scores[~self._chosen] = -np.inf
         because = Reason(ReasonCode.ALSO_LIKED, item)
         return self._top(Scored(scores, lambda chosen: [because] * len(chosen)),
                          np.array([position]), k, ())

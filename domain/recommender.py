@@ -1,0 +1,125 @@
+"""The recommender's model registry: which model versions exist and which one serves.
+
+One aggregate for the whole shop, because a version number must be unique and "the
+active model" must be one answer: training records `ModelTrained` (the next version,
+the checksum of the model file, the event position its data reached, its parameters and
+offline metrics), and `ModelActivated` switches serving to a version — a later version,
+or an earlier one to roll back — naming the version it replaces, so an auditor can replay
+which model served at any moment. Two trainers finishing at once both get a version:
+optimistic concurrency makes the second retry on top of the first.
+
+`TrainingScheduled` lets schedulers on several servers agree that one of them trains in
+an interval (the first to record the interval wins), instead of all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import ForbiddenError, InvalidTransitionError, NotFoundError
+from domain.metadata import EventMetadata, Role
+
+REGISTRY_ID = uuid5(UUID("0b6f3d2a-5e41-4c8f-9a7d-3f2e1c6b8a90"), "recommender-registry")
+_CHECKSUM = re.compile(r"^[0-9a-f]{64}$")
+
+
+def require_admin(meta: EventMetadata, attempted: str) -> None:
+    if meta.actor_role is not Role.ADMIN:
+        raise ForbiddenError(f"only admins may {attempted}")
+
+
+class RecommenderRegistry(Aggregate):
+    @classmethod
+    def open(cls, now: datetime) -> RecommenderRegistry:
+        return cls._create(cls.Opened, id=REGISTRY_ID, timestamp=now)
+
+    class Opened(Aggregate.Created):
+        pass
+
+    def __init__(self) -> None:
+        self.checksums: dict[int, str] = {}
+        self.active: int | None = None
+        self.last_scheduled: str | None = None
+
+    @property
+    def latest(self) -> int:
+        return max(self.checksums, default=0)
+
+    def record_trained(self, checksum: str, data_position: int, interactions: int,
+                       members: int, products: int, training_seconds: float,
+                       params: dict[str, Any], metrics: dict[str, Any], now: datetime,
+                       meta: EventMetadata) -> int:
+        """Record a trained model as the next version and return that version."""
+        if not _CHECKSUM.match(checksum):
+            raise ValueError("a model checksum is 64 lower-case hex digits")
+        version = self.latest + 1
+        self.trigger_event(self.ModelTrained, version=version, checksum=checksum,
+                           data_position=data_position, interactions=interactions,
+                           members=members, products=products,
+                           training_seconds=round(training_seconds, 3), params=params,
+                           metrics=metrics, timestamp=now, meta=meta.as_dict())
+        return version
+
+    class ModelTrained(Aggregate.Event):
+        version: int
+        checksum: str
+        data_position: int
+        interactions: int
+        members: int
+        products: int
+        training_seconds: float
+        params: dict[str, Any]
+        metrics: dict[str, Any]
+        meta: dict[str, Any]
+
+        def apply(self, registry: Any) -> None:
+            registry.checksums[self.version] = self.checksum
+
+    def activate(self, version: int, now: datetime, meta: EventMetadata) -> bool:
+        """Serve `version` from now on; False when it already serves (a retried request)."""
+        if version not in self.checksums:
+            raise NotFoundError(f"there is no model version {version}", "version")
+        if version == self.active:
+            return False
+        self.trigger_event(self.ModelActivated, version=version, previous=self.active,
+                           timestamp=now, meta=meta.as_dict())
+        return True
+
+    class ModelActivated(Aggregate.Event):
+        version: int
+        previous: int | None
+        meta: dict[str, Any]
+
+        def apply(self, registry: Any) -> None:
+            registry.active = self.version
+
+    def schedule_training(self, slot: str, now: datetime, meta: EventMetadata) -> bool:
+        """Claim the scheduled training of interval `slot`; False if already claimed."""
+        if self.last_scheduled is not None and slot <= self.last_scheduled:
+            return False
+        self.trigger_event(self.TrainingScheduled, slot=slot, timestamp=now,
+                           meta=meta.as_dict())
+        return True
+
+    class TrainingScheduled(Aggregate.Event):
+        slot: str
+        meta: dict[str, Any]
+
+        def apply(self, registry: Any) -> None:
+            registry.last_scheduled = self.slot
+
+    def checksum_of(self, version: int) -> str:
+        try:
+            return self.checksums[version]
+        except KeyError:
+            raise NotFoundError(f"there is no model version {version}", "version") from None
+
+    def require_active(self) -> int:
+        if self.active is None:
+            raise InvalidTransitionError("no model has been activated yet", "no_model")
+        return self.active
