@@ -120,14 +120,12 @@ class RecommendationService:
 
     async def for_member(self, engine: AsyncEngine, member_id: str,
                          request: ListRequest) -> ServedList:
-        async with engine.connect() as conn:
-            snapshot = await conn.run_sync(self._read, member_id)
         assignment: Assignment | None = await running_assignment(
             engine, request.placement.value, member_id)
+        pinned = assignment.model_version if assignment is not None else None
+        async with engine.connect() as conn:
+            snapshot = await conn.run_sync(self._read, member_id, pinned)
         version, digest = snapshot.version, snapshot.checksum
-        if assignment is not None and assignment.model_version is not None:
-            version = assignment.model_version
-            digest = await asyncio.to_thread(self._checksum_of, version)
         if version is None or digest is None:
             raise InvalidTransitionError(
                 "no recommender model is serving yet: train one with `patron recommend "
@@ -148,16 +146,13 @@ class RecommendationService:
                           assignment.experiment_id if assignment else None,
                           assignment.variant if assignment else None, items)
 
-    def _checksum_of(self, version: int) -> str:
-        registry = self.recommender.registry()
-        if registry is None:
-            raise InvalidTransitionError("no recommender model has been trained yet",
-                                         "no_model")
-        return registry.checksum_of(version)
-
-    def _read(self, conn: Connection, member_id: str) -> _Snapshot:
+    def _read(self, conn: Connection, member_id: str, pinned: int | None = None) -> _Snapshot:
+        """Everything a list needs from the database; `pinned` is an experiment's model
+        version (the active one otherwise)."""
+        which = (recommender_models.c.version == pinned if pinned is not None
+                 else recommender_models.c.state == "active")
         model = conn.execute(select(recommender_models.c.version, recommender_models.c.checksum)
-                             .where(recommender_models.c.state == "active")).first()
+                             .where(which)).first()
         personalised = bool(conn.scalar(select(recommendation_consents.c.personalisation)
                                         .where(recommendation_consents.c.member_id == member_id)))
         signals = []

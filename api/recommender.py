@@ -199,7 +199,7 @@ class RecommenderService:
 
     def model_exists(self, version: int) -> bool:
         registry = self.registry()
-        return registry is not None and version in registry.checksums
+        return registry is not None and version in registry.versions
 
     def trained(self, version: int) -> TrainedRecommender:
         """The fitted model of `version` (loaded once, checksum verified)."""

@@ -31,6 +31,7 @@ from domain.member import Member
 from domain.metadata import EventMetadata
 from domain.order import Order
 from domain.pricing import CouponTerms
+from domain.recommender import RecommenderRegistry
 
 log = logging.getLogger("patron.service")
 
@@ -51,6 +52,8 @@ class PatronApplication(Application[UUID]):
             Member: snapshot_interval,
             LoyaltyAccount: snapshot_interval,
             Order: snapshot_interval,
+            # Gains an event per training, activation and scheduled interval, forever.
+            RecommenderRegistry: snapshot_interval,
         }
         super().__init__({**env, "IS_SNAPSHOTTING_ENABLED": "y"})
 

@@ -42,13 +42,20 @@ class RecommenderRegistry(Aggregate):
         pass
 
     def __init__(self) -> None:
-        self.checksums: dict[int, str] = {}
+        # The checksum of version n is checksums[n - 1]: versions are numbered 1, 2, …
+        # with no gaps (a list rather than a dict keyed by int, so that a snapshot, which
+        # is JSON, restores it as it was).
+        self.checksums: list[str] = []
         self.active: int | None = None
         self.last_scheduled: str | None = None
 
     @property
     def latest(self) -> int:
-        return max(self.checksums, default=0)
+        return len(self.checksums)
+
+    @property
+    def versions(self) -> range:
+        return range(1, self.latest + 1)
 
     def record_trained(self, checksum: str, data_position: int, interactions: int,
                        members: int, products: int, training_seconds: float,
@@ -78,11 +85,11 @@ class RecommenderRegistry(Aggregate):
         meta: dict[str, Any]
 
         def apply(self, registry: Any) -> None:
-            registry.checksums[self.version] = self.checksum
+            registry.checksums.append(self.checksum)
 
     def activate(self, version: int, now: datetime, meta: EventMetadata) -> bool:
         """Serve `version` from now on; False when it already serves (a retried request)."""
-        if version not in self.checksums:
+        if version not in self.versions:
             raise NotFoundError(f"there is no model version {version}", "version")
         if version == self.active:
             return False
@@ -114,10 +121,9 @@ class RecommenderRegistry(Aggregate):
             registry.last_scheduled = self.slot
 
     def checksum_of(self, version: int) -> str:
-        try:
-            return self.checksums[version]
-        except KeyError:
-            raise NotFoundError(f"there is no model version {version}", "version") from None
+        if version not in self.versions:
+            raise NotFoundError(f"there is no model version {version}", "version")
+        return self.checksums[version - 1]
 
     def require_active(self) -> int:
         if self.active is None:

@@ -24,6 +24,7 @@ from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.metadata import Channel, EventMetadata, Role
 from domain.recommendation.trained import ChecksumMismatchError
+from domain.recommender import REGISTRY_ID
 from projections.recommender_tables import (
     recommendation_signals,
     recommender_artifacts,
@@ -502,10 +503,39 @@ async def test_two_trainings_at_once_get_two_versions(store: Store, runtime: Run
             thread.join()
         assert sorted(report.version for report in reports) == [2, 3]
         registry = runtime.recommender.registry()
-        assert registry is not None and sorted(registry.checksums) == [1, 2, 3]
+        assert registry is not None and list(registry.versions) == [1, 2, 3]
         assert registry.active in (2, 3)
     finally:
         other.close()
+
+
+async def test_the_registry_restores_from_snapshots_as_it_was(
+    runtime: Runtime, settings: Any, clock: AdjustableClock
+) -> None:
+    """The registry gains events forever (a training, an activation, a scheduled
+    interval), so it is snapshotted; a snapshot must restore every version's checksum."""
+    from dataclasses import replace
+
+    snapshotting = Runtime(replace(settings, snapshot_interval=2), clock=clock)
+    try:
+        store = Store(snapshotting, clock)
+        store.list_catalogue()
+        store.populate()
+        versions = [store.train(f"round {n}") for n in range(3)]
+        snapshotting.recommender.activate(1, admin_meta("roll back"))
+        expected = snapshotting.recommender.registry()
+        assert expected is not None
+    finally:
+        snapshotting.close()
+    assert runtime.app.snapshots is not None
+    assert list(runtime.app.snapshots.get(REGISTRY_ID))  # it was snapshotted
+    restored = runtime.recommender
+    registry = restored.registry()
+    assert registry is not None and versions == [1, 2, 3]
+    assert (list(registry.versions), registry.checksums, registry.active) == (
+        [1, 2, 3], expected.checksums, 1)
+    assert restored.model_exists(3) and not restored.model_exists(4)
+    restored.trained(2)  # the file of a version loads by its recorded checksum
 
 
 async def test_the_scheduler_trains_once_per_interval_and_only_after_new_behaviour(
