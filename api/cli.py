@@ -469,26 +469,19 @@ def _evaluation_data(database_url: str | None, ratings: str | None,
 @database_option
 def recommend_models(database_url: str | None) -> None:
     """Every trained version, newest first, with its state and offline precision."""
-    from sqlalchemy import select
-
-    from projections.recommender_tables import recommender_models
-
     runtime = _runtime(_settings(database_url))
     try:
-        runtime.runner.run_once()
-        with runtime.sync_engine.connect() as conn:
-            rows = conn.execute(select(recommender_models)
-                                .order_by(recommender_models.c.version.desc())).all()
+        versions = runtime.recommender.versions()
     finally:
         runtime.close()
-    if not rows:
+    if not versions:
         click.echo("no model has been trained yet: run `patron recommend train`")
-    for row in rows:
-        precision = (row.metrics or {}).get("hybrid", {}).get("precision")
+    for row in reversed(versions):
+        precision = (row["metrics"] or {}).get("hybrid", {}).get("precision")
         shown = "-" if precision is None else f"{precision:.4f}"
-        click.echo(f"v{row.version:<4} {row.state:<8} trained {row.trained_at:%Y-%m-%d %H:%M} "
-                   f"by {row.trained_by}: {row.interactions} interactions, "
-                   f"precision {shown}")
+        click.echo(f"v{row['version']:<4} {row['state']:<8} trained "
+                   f"{row['trained_at']:%Y-%m-%d %H:%M} by {row['trained_by']}: "
+                   f"{row['interactions']} interactions, precision {shown}")
 
 
 @recommend.command("activate")

@@ -201,6 +201,22 @@ class RecommenderService:
         registry = self.registry()
         return registry is not None and version in registry.versions
 
+    def versions(self) -> list[dict[str, Any]]:
+        """Every version, oldest first, with its state, read from the registry's events
+        (for the command line: right even when no projection runs in this process)."""
+        versions: dict[int, dict[str, Any]] = {}
+        for event in self.uow.app.events.get(REGISTRY_ID):
+            if isinstance(event, RecommenderRegistry.ModelTrained):
+                versions[event.version] = {
+                    "version": event.version, "state": "trained",
+                    "trained_at": event.timestamp, "trained_by": event.meta["actor_id"],
+                    "interactions": event.interactions, "metrics": event.metrics}
+            elif isinstance(event, RecommenderRegistry.ModelActivated):
+                if event.previous is not None:
+                    versions[event.previous]["state"] = "retired"
+                versions[event.version]["state"] = "active"
+        return [versions[version] for version in sorted(versions)]
+
     def trained(self, version: int) -> TrainedRecommender:
         """The fitted model of `version` (loaded once, checksum verified)."""
         registry = self.registry()

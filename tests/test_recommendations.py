@@ -561,6 +561,41 @@ async def test_the_scheduler_trains_once_per_interval_and_only_after_new_behavio
     assert registry is not None and registry.latest == 3 and registry.active == 3
 
 
+def test_the_command_line_trains_lists_switches_and_evaluates(
+    store: Store, runtime: Runtime, tmp_path: Any
+) -> None:
+    import json
+
+    from tests.test_cli import failed_cleanly, run, run_catching
+
+    url = runtime.settings.database.url
+    trained = json.loads(run(url, "recommend", "train", "--reason", "from cron",
+                             "--json").stdout.splitlines()[-1])
+    assert (trained["version"], trained["activated"]) == (2, True)
+    assert trained["members"] == 3 * MEMBERS_PER_TASTE and trained["metrics"]["hybrid"]
+    listing = run(url, "recommend", "models").output
+    assert "v2    active" in listing and "v1    retired" in listing
+    assert "version 1 serves now" in run(url, "recommend", "activate", "1", "--reason",
+                                         "roll back").output
+    missing = run_catching(url, "recommend", "activate", "9", "--reason", "typo")
+    assert failed_cleanly(missing) and "no model version 9" in missing.output
+
+    shop = json.loads(run(url, "recommend", "evaluate", "--json").stdout.splitlines()[-1])
+    assert shop["k"] == 10 and shop["hybrid"]["users"] > 0
+    ratings = tmp_path / "u.data"
+    ratings.write_text("".join(f"{user}\t{(user * 7 + n) % 40}\t{1 + n % 5}\t{n}\n"
+                               for user in range(30) for n in range(12)))
+    movielens = json.loads(run(url, "recommend", "evaluate", "--ratings", str(ratings),
+                               "--k", "5", "--json").stdout.splitlines()[-1])
+    assert movielens["k"] == 5 and set(movielens) >= {"popularity", "collaborative", "hybrid"}
+    broken = tmp_path / "broken.data"
+    broken.write_text("1\t2\t5\t100\nnot a rating line\n")
+    failure = run_catching(url, "recommend", "evaluate", "--ratings", str(broken))
+    assert failed_cleanly(failure) and "line 2" in failure.output
+    both = run_catching(url, "recommend", "evaluate", "--ratings", str(ratings), "--synthetic")
+    assert failed_cleanly(both)
+
+
 # -- signals ----------------------------------------------------------------------------------
 
 
