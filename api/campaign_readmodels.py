@@ -10,17 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.readmodels import (
-    InvalidCursorError,
     RowPage,
     as_utc,
+    cursor_moment,
     decode_cursor,
     encode_cursor,
+    fetch_normalised_rows,
     fetch_page,
-    fetch_rows,
+    normalised_row,
 )
 from domain.campaigns import CampaignState, CampaignStatus
 from projections.campaign_tables import campaign_rewards, campaigns
@@ -28,24 +29,10 @@ from projections.campaign_tables import campaign_rewards, campaigns
 Row = dict[str, Any]
 
 
-def _normalised(row: Row) -> Row:
-    return {key: as_utc(value) if isinstance(value, datetime) else value
-            for key, value in row.items()}
 
 
-async def _rows(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
-    return [_normalised(row) for row in await fetch_rows(engine, query)]
 
 
-def _moment(value: Any) -> datetime:
-    """A time inside a cursor: ISO text with a zone, or the cursor is malformed."""
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except (TypeError, ValueError):
-        raise InvalidCursorError("malformed cursor") from None
-    if moment.tzinfo is None:
-        raise InvalidCursorError("malformed cursor")
-    return moment.astimezone(UTC)
 
 
 # -- campaigns ------------------------------------------------------------------------------
@@ -54,7 +41,7 @@ def _moment(value: Any) -> datetime:
 async def get_campaigns(engine: AsyncEngine, campaign_ids: list[str]) -> dict[str, Row]:
     if not campaign_ids:
         return {}
-    rows = await _rows(engine, select(campaigns).where(
+    rows = await fetch_normalised_rows(engine, select(campaigns).where(
         campaigns.c.campaign_id.in_(campaign_ids)))
     return {row["campaign_id"]: row for row in rows}
 
@@ -88,13 +75,13 @@ async def list_campaigns(engine: AsyncEngine, state: CampaignState | None, now: 
     query = select(campaigns).where(*conditions)
     if after:
         launched_at, campaign_id = decode_cursor(after, 2)
-        moment = _moment(launched_at)
+        moment = cursor_moment(launched_at)
         query = query.where((c.launched_at < moment)
                             | ((c.launched_at == moment) & (c.campaign_id < str(campaign_id))))
     query = query.order_by(c.launched_at.desc(), c.campaign_id.desc())
     count = select(func.count()).select_from(campaigns).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([_normalised(r) for r in page.rows], page.has_next, page.total)
+    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)
 
 
 # -- rewarded members -----------------------------------------------------------------------
@@ -116,10 +103,10 @@ async def list_rewards(engine: AsyncEngine, campaign_id: str, redeemed: bool | N
     query = select(campaign_rewards).where(*conditions)
     if after:
         issued_at, member_id = decode_cursor(after, 2)
-        moment = _moment(issued_at)
+        moment = cursor_moment(issued_at)
         query = query.where((r.issued_at > moment)
                             | ((r.issued_at == moment) & (r.member_id > str(member_id))))
     query = query.order_by(r.issued_at, r.member_id)
     count = select(func.count()).select_from(campaign_rewards).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([_normalised(r) for r in page.rows], page.has_next, page.total)
+    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)

@@ -8,13 +8,20 @@ every backend.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, false, func, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.readmodels import RowPage, as_utc, decode_cursor, encode_cursor, fetch_page, fetch_rows
+from api.readmodels import (
+    RowPage,
+    decode_cursor,
+    encode_cursor,
+    fetch_page,
+    fetch_rows,
+    normalised_row,
+)
 from domain.catalogue import catalogue_key
 from domain.recommendation.catalogue import Product
 from projections.catalogue_tables import products
@@ -30,9 +37,6 @@ def is_new(released_on: date | None, today: date) -> bool:
     return released_on is not None and today - NEW_FOR <= released_on <= today
 
 
-def _normalised(row: Row) -> Row:
-    return {key: as_utc(value) if isinstance(value, datetime) else value
-            for key, value in row.items()}
 
 
 # -- GraphQL --------------------------------------------------------------------------------
@@ -44,7 +48,7 @@ async def get_products(engine: AsyncEngine, product_ids: list[str]) -> dict[str,
         return {}
     rows = await fetch_rows(engine, select(products).where(
         products.c.product_id.in_(product_ids)))
-    return {row["product_id"]: _normalised(row) for row in rows}
+    return {row["product_id"]: normalised_row(row) for row in rows}
 
 
 async def get_product(engine: AsyncEngine, product_id: str) -> Row | None:
@@ -83,7 +87,7 @@ async def list_products(engine: AsyncEngine, category: str | None, available: bo
     query = query.order_by(products.c.product_id)
     count = select(func.count()).select_from(products).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([_normalised(r) for r in page.rows], page.has_next, page.total)
+    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)
 
 
 # -- the recommender (synchronous) ----------------------------------------------------------

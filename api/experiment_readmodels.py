@@ -15,20 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.readmodels import (
-    InvalidCursorError,
     RowPage,
     as_utc,
+    cursor_moment,
     decode_cursor,
     encode_cursor,
+    fetch_normalised_rows,
     fetch_page,
-    fetch_rows,
+    normalised_row,
 )
 from domain.experiments import (
     ExperimentStatus,
@@ -77,19 +78,14 @@ async def running_assignment(engine: AsyncEngine, placement: str,
 # -- experiments ------------------------------------------------------------------------------
 
 
-def _normalised(row: Row) -> Row:
-    return {key: as_utc(value) if isinstance(value, datetime) else value
-            for key, value in row.items()}
 
 
-async def _rows(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
-    return [_normalised(row) for row in await fetch_rows(engine, query)]
 
 
 async def get_experiments(engine: AsyncEngine, experiment_ids: list[str]) -> dict[str, Row]:
     if not experiment_ids:
         return {}
-    rows = await _rows(engine, select(experiments).where(
+    rows = await fetch_normalised_rows(engine, select(experiments).where(
         experiments.c.experiment_id.in_(experiment_ids)))
     return {row["experiment_id"]: row for row in rows}
 
@@ -100,14 +96,6 @@ def experiment_cursor(row: Row) -> str:
     return encode_cursor(defined_at.isoformat(), row["experiment_id"])
 
 
-def _moment(value: Any) -> datetime:
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except (TypeError, ValueError):
-        raise InvalidCursorError("malformed cursor") from None
-    if moment.tzinfo is None:
-        raise InvalidCursorError("malformed cursor")
-    return moment.astimezone(UTC)
 
 
 async def list_experiments(engine: AsyncEngine, status: ExperimentStatus | None, first: int,
@@ -119,14 +107,14 @@ async def list_experiments(engine: AsyncEngine, status: ExperimentStatus | None,
     query = select(experiments).where(*conditions)
     if after:
         defined_at, experiment_id = decode_cursor(after, 2)
-        moment = _moment(defined_at)
+        moment = cursor_moment(defined_at)
         query = query.where((e.defined_at < moment)
                             | ((e.defined_at == moment)
                                & (e.experiment_id < str(experiment_id))))
     query = query.order_by(e.defined_at.desc(), e.experiment_id.desc())
     count = select(func.count()).select_from(experiments).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([_normalised(r) for r in page.rows], page.has_next, page.total)
+    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -188,6 +176,6 @@ def variant_results(variants: Sequence[Mapping[str, Any]],
 async def experiment_results(engine: AsyncEngine, experiment_id: str,
                              variants: Sequence[Mapping[str, Any]]) -> list[VariantResult]:
     """The results of an experiment whose `variants` (its row's) are given."""
-    rows = await _rows(engine, select(experiment_variant_results).where(
+    rows = await fetch_normalised_rows(engine, select(experiment_variant_results).where(
         experiment_variant_results.c.experiment_id == experiment_id))
     return variant_results(variants, rows)

@@ -78,6 +78,27 @@ async def fetch_rows(engine: AsyncEngine, query: Select[Any]) -> list[dict[str, 
         return [dict(row._mapping) for row in await conn.execute(query)]
 
 
+def normalised_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with every time aware (SQLite returns them naive; they are UTC)."""
+    return {key: as_utc(value) if isinstance(value, datetime) else value
+            for key, value in row.items()}
+
+
+async def fetch_normalised_rows(engine: AsyncEngine, query: Select[Any]) -> list[dict[str, Any]]:
+    return [normalised_row(row) for row in await fetch_rows(engine, query)]
+
+
+def cursor_moment(value: Any) -> datetime:
+    """A time inside a cursor: ISO text with a zone, or the cursor is malformed."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except (TypeError, ValueError):
+        raise InvalidCursorError("malformed cursor") from None
+    if moment.tzinfo is None:
+        raise InvalidCursorError("malformed cursor")
+    return moment.astimezone(UTC)
+
+
 async def fetch_page(engine: AsyncEngine, query: Select[Any], count: Select[Any],
                      first: int) -> RowPage:
     """`first` rows of an ordered query (one more is read to know if a next page exists)."""

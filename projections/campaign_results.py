@@ -25,7 +25,6 @@ reward rows, so each stays the sum of its rows.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -34,16 +33,12 @@ from domain.campaigns import Campaign, CampaignReward, CampaignStatus, RewardKin
 from domain.coupon import Coupon
 from domain.loyalty import LoyaltyAccount, account_id_for
 from projections.campaign_tables import campaign_rewards, campaigns
-from projections.commerce_tables import utc
+from projections.commerce_tables import stored, utc
 from projections.engine import Handler, Projection
 
 ORDER_REF = "order:"
 REFUND_REF = "refund:"
 
-
-def stored(value: datetime) -> datetime:
-    """A time read back from a column: SQLite returns it naive (it is UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def contribution(row: dict[str, Any]) -> tuple[int, int, int]:

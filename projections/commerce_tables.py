@@ -31,6 +31,11 @@ def utc(value: datetime | str | None) -> datetime | None:
     return moment.astimezone(UTC)
 
 
+def stored(value: datetime) -> datetime:
+    """A time read back from a column: SQLite returns it naive (it is UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def iso(value: datetime) -> str:
     """A time inside a JSON column: ISO 8601 in UTC, the same on every backend."""
     return value.astimezone(UTC).isoformat()

@@ -47,7 +47,7 @@ from domain.experiments import (
 )
 from domain.member import Member
 from domain.order import Order
-from projections.commerce_tables import utc
+from projections.commerce_tables import stored, utc
 from projections.engine import Handler, Projection
 from projections.experiment_tables import (
     experiment_clicks,
@@ -59,10 +59,6 @@ from projections.experiment_tables import (
 
 Row = dict[str, Any]
 
-
-def stored(value: datetime) -> datetime:
-    """A time read back from a column: SQLite returns it naive (it is UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass

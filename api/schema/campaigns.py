@@ -20,7 +20,7 @@ from strawberry import relay
 
 from api import campaign_readmodels as readmodels
 from api.context import RequestContext
-from api.readmodels import InvalidCursorError, get_member_profiles, required_instant
+from api.readmodels import InvalidCursorError, get_member_profiles, instant, required_instant
 from api.schema.common import (
     ApiError,
     Connection,
@@ -53,8 +53,6 @@ NODE = "Campaign"
 POLL_SECONDS = 0.25
 
 
-def _at(value: Any) -> dt.datetime | None:
-    return required_instant(value) if value is not None else None
 
 
 # -- output types ---------------------------------------------------------------------------
@@ -113,7 +111,7 @@ class CampaignReward:
     @strawberry.field(description="When the reward was redeemed: the coupon used on a paid "
                                   "order, or the first order paid after the points.")
     def redeemed_at(self) -> dt.datetime | None:
-        return _at(self.row["redeemed_at"])
+        return instant(self.row["redeemed_at"])
 
     @strawberry.field(description="The redeeming order's global id (for a coupon, also the "
                                   "order it is reserved for before payment).")
@@ -220,7 +218,7 @@ class CampaignNode(relay.Node):
 
     @strawberry.field
     def stopped_at(self) -> dt.datetime | None:
-        return _at(self.row["stopped_at"])
+        return instant(self.row["stopped_at"])
 
     @strawberry.field
     def stopped_by(self) -> str | None:
@@ -240,7 +238,7 @@ class CampaignNode(relay.Node):
 
     @strawberry.field(description="When rewards last went out.")
     def last_issued_at(self) -> dt.datetime | None:
-        return _at(self.row["last_issued_at"])
+        return instant(self.row["last_issued_at"])
 
     @strawberry.field(description="Rewards redeemed: coupons used on paid orders, or "
                                   "members who paid an order after their points and before "

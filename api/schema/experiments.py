@@ -30,7 +30,7 @@ from strawberry import relay
 from api import experiment_readmodels as readmodels
 from api.context import RequestContext
 from api.experiments import FeedbackResult
-from api.readmodels import InvalidCursorError, required_instant
+from api.readmodels import InvalidCursorError, instant, required_instant
 from api.schema.common import (
     ApiError,
     Connection,
@@ -63,8 +63,6 @@ NODE = "Experiment"
 POLL_SECONDS = 0.25
 
 
-def _at(value: Any) -> dt.datetime | None:
-    return required_instant(value) if value is not None else None
 
 
 # -- output types ---------------------------------------------------------------------------
@@ -235,7 +233,7 @@ class ExperimentNode(relay.Node):
 
     @strawberry.field
     def stopped_at(self) -> dt.datetime | None:
-        return _at(self.row["stopped_at"])
+        return instant(self.row["stopped_at"])
 
     @strawberry.field
     def stopped_by(self) -> str | None:
