@@ -68,6 +68,29 @@ FINAL = (TrackingStatus.DELIVERED, TrackingStatus.COLLECTED, TrackingStatus.RETU
 RECEIVED = (TrackingStatus.DELIVERED, TrackingStatus.COLLECTED)
 # Once the carrier has the parcel, the member can no longer change how it is delivered.
 DISPATCHED = tuple(s for s in TrackingStatus if s is not TrackingStatus.LABEL_CREATED)
+_FINAL_VALUES = frozenset(str(s.value) for s in FINAL)
+
+
+def status_rank(status: str, occurred_at: str, recorded_at: str) -> tuple[bool, str, str]:
+    """How strongly a tracking update claims to be the parcel's status: higher wins.
+
+    Carrier clocks drift (a real scan arrived stamped 30 s ahead of ours), so the time
+    order of a final scan against non-final ones means nothing: any final status outranks
+    every non-final one. Between two of the same kind, the one that happened later wins
+    (then the one recorded later). The aggregate and every projection that follows a
+    parcel's status rank with this one function, so they cannot disagree, and the result
+    does not depend on the order in which updates arrive.
+    """
+    return (status in _FINAL_VALUES, occurred_at, recorded_at)
+
+
+def status_entry(timeline: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The timeline entry that decides the parcel's status (None before any update)."""
+    return max(
+        timeline,
+        key=lambda e: status_rank(e["status"], e["occurred_at"], e["recorded_at"]),
+        default=None,
+    )
 
 
 
@@ -419,9 +442,7 @@ class Shipment(Aggregate):
             shipment.timeline.append(entry)
             shipment.timeline.sort(key=lambda e: (e["occurred_at"], e["recorded_at"]))
             shipment.update_ids.append(self.update_id)
-            latest = shipment.timeline[-1]
-            current_is_final = TrackingStatus(shipment.status) in FINAL
-            if latest is entry and not (current_is_final and self.status not in FINAL):
+            if status_entry(shipment.timeline) is entry:
                 shipment.status = self.status
                 shipment.status_at = self.occurred_at
             if self.eta:

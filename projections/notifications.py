@@ -26,7 +26,14 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from domain.member import MARKETING_CHANNELS, ConsentPurpose, Member
-from domain.shipment import FINAL, Direction, ExceptionKind, Resolution, Shipment, TrackingStatus
+from domain.shipment import (
+    Direction,
+    ExceptionKind,
+    Resolution,
+    Shipment,
+    TrackingStatus,
+    status_rank,
+)
 from projections.commerce_tables import utc
 from projections.engine import Handler, Projection
 from projections.shipping_tables import (
@@ -41,7 +48,6 @@ from projections.shipping_tables import (
 
 INBOX = "inbox"
 EXTERNAL_CHANNELS = tuple(str(c.value) for c in MARKETING_CHANNELS)  # sms, email, app_push
-FINAL_STATUSES = frozenset(str(s.value) for s in FINAL)
 
 MILESTONE = "milestone"
 EXCEPTION = "exception"
@@ -282,25 +288,18 @@ class NotificationsProjection(Projection):
         shipment = self._shipment(conn, event)
         if shipment is None:
             return
-        # The aggregate's status rule: an update sets the status only if it is the latest
-        # thing that happened, and never replaces a final status with a non-final one.
+        # The aggregate's status rule: the update that ranks highest sets the status. The
+        # stored key is that of the update that set the current status.
         key = (event.occurred_at, event.timestamp.isoformat())
-        latest = (shipment["latest_occurred_at"], shipment["latest_recorded_at"])
-        is_latest = latest[0] is None or key >= latest
         previous = shipment["status"]
-        applies = is_latest and not (
-            previous in FINAL_STATUSES and event.status not in FINAL_STATUSES
-        )
-        values: dict[str, Any] = {}
-        if is_latest:
-            values.update(latest_occurred_at=key[0], latest_recorded_at=key[1])
+        applies = shipment["latest_occurred_at"] is None or status_rank(
+            event.status, *key
+        ) >= status_rank(previous, shipment["latest_occurred_at"], shipment["latest_recorded_at"])
         if applies:
-            values["status"] = event.status
-        if values:
             conn.execute(
                 update(notification_shipments)
                 .where(notification_shipments.c.shipment_id == shipment["shipment_id"])
-                .values(**values)
+                .values(status=event.status, latest_occurred_at=key[0], latest_recorded_at=key[1])
             )
         # Only a status the parcel really reached, and only when it changes: a late,
         # older update or a repeated status tells the member nothing new.

@@ -17,7 +17,15 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from domain.shipment import FINAL, RECEIVED, DeliveryMethod, Resolution, Shipment, TrackingStatus
+from domain.shipment import (
+    FINAL,
+    RECEIVED,
+    DeliveryMethod,
+    Resolution,
+    Shipment,
+    TrackingStatus,
+    status_entry,
+)
 from projections.commerce_tables import iso, utc
 from projections.engine import Handler, Projection
 from projections.shipping_tables import shipment_tracking
@@ -141,10 +149,7 @@ class ShipmentTrackingProjection(Projection):
         timeline = [*row["timeline"], entry]
         timeline.sort(key=lambda e: (e["occurred_at"], e["recorded_at"]))
         values: dict[str, Any] = {"timeline": timeline}
-        current_is_final = row["status"] in FINAL_STATUSES
-        if timeline[-1] is entry and not (
-            current_is_final and event.status not in FINAL_STATUSES
-        ):
+        if status_entry(timeline) is entry:
             values["status"] = event.status
             values["status_at"] = utc(event.occurred_at)
             if event.status in RECEIVED_STATUSES and row["delivered_at"] is None:

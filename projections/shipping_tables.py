@@ -137,8 +137,8 @@ notification_shipments = Table(
     Column("carrier", String(40), nullable=False),
     Column("tracking_number", String(60), nullable=False),
     Column("status", String(30), nullable=False),
-    # The sort key (occurred_at, recorded_at) of the latest timeline entry, as the
-    # aggregate compares them (ISO strings); NULL before the first update.
+    # The key (occurred_at, recorded_at) of the timeline entry that set `status`, as the
+    # aggregate ranks them (domain.shipment.status_rank); NULL before the first update.
     Column("latest_occurred_at", String(64)),
     Column("latest_recorded_at", String(64)),
     Index("ix_notification_shipments_member_id", "member_id"),

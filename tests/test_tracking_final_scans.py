@@ -1,0 +1,110 @@
+"""A parcel's final scan takes effect whatever its timestamp says (carrier clocks drift).
+
+Reproductions from issue 16 item 1: signed carrier updates `picked_up` at now-60 s,
+`out_for_delivery` at now-10 s and then `delivered` at now-20 s left the parcel out for
+delivery, the order shipped, no delivered notice, and RESHIP still offered. The aggregate,
+the tracking read model and the notices must all agree that the parcel was delivered,
+while the timeline stays in time order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+from strawberry.relay import to_base64
+
+from api.runtime import Runtime
+from domain.clock import AdjustableClock
+from domain.metadata import Role
+from domain.shipment import status_entry, status_rank
+from projections.shipping_tables import notifications
+from tests.graphql import gql, token_for
+from tests.test_carrier_webhooks import carrier_client as carrier_client_fixture
+from tests.test_carrier_webhooks import carrier_runtime as carrier_runtime_fixture
+from tests.test_carrier_webhooks import post, shipped_order, update
+
+# The carrier webhook's fixtures, under the names the tests below ask for.
+carrier_runtime = carrier_runtime_fixture
+carrier_client = carrier_client_fixture
+
+TRACKING = """query($id: ID!) { shipment(id: $id) { status timeline { status } } }"""
+
+
+def entry(status: str, at: str, recorded: str = "r") -> dict[str, str]:
+    return {"status": status, "occurred_at": at, "recorded_at": recorded}
+
+
+def test_a_final_status_outranks_any_later_non_final_one() -> None:
+    assert status_rank("delivered", "10:00", "a") > status_rank("out_for_delivery", "10:01", "b")
+    assert status_rank("in_transit", "10:01", "a") > status_rank("picked_up", "10:00", "b")
+    assert status_rank("collected", "10:00", "b") < status_rank("returned_to_sender", "11:00", "a")
+
+
+def test_the_deciding_entry_does_not_depend_on_arrival_order() -> None:
+    timeline = [entry("picked_up", "09:59"), entry("out_for_delivery", "10:50"),
+                entry("delivered", "10:40")]
+    assert status_entry(timeline)["status"] == "delivered"
+    assert status_entry(list(reversed(timeline)))["status"] == "delivered"
+    assert status_entry([]) is None
+
+
+async def _settled(runtime: Runtime) -> None:
+    for _ in range(250):
+        if runtime.runner.position("notifications") >= runtime.runner.head() and \
+                runtime.runner.position("shipment_tracking") >= runtime.runner.head():
+            return
+        await asyncio.sleep(0.02)
+
+
+async def _final_scan_arrives_late(
+    client: httpx.AsyncClient, runtime: Runtime, clock: AdjustableClock,
+    updates: list[tuple[str, int]], final: str,
+) -> None:
+    order, shipment = await shipped_order(runtime)
+    now = clock.now()
+    for n, (status, seconds_ago) in enumerate(updates):
+        response = await post(client, update(f"u{n}", status, now - timedelta(seconds=seconds_ago)))
+        assert response.status_code == 202, response.text
+
+    state = await asyncio.to_thread(runtime.shipping.get, shipment)
+    assert state.status == final
+    # The timeline stays ordered by when things happened, final scan included.
+    assert [t["status"] for t in state.timeline] == [
+        s for s, _ in sorted(updates, key=lambda u: -u[1])
+    ]
+    assert (await asyncio.to_thread(runtime.orders.get, order)).state == "delivered"
+
+    await _settled(runtime)
+    staff = token_for(Role.AGENT, "agent-1")
+    body = await gql(client, TRACKING, {"id": _global_id(shipment)}, token=staff)
+    assert body["data"]["shipment"]["status"] == final.upper()
+    with runtime.sync_engine.connect() as conn:
+        topics = conn.execute(
+            select(notifications.c.topic).where(notifications.c.shipment_id == str(shipment))
+        ).scalars().all()
+    assert f"shipment.{final}" in topics
+
+
+def _global_id(shipment_id: object) -> str:
+    return to_base64("Shipment", str(shipment_id))
+
+
+async def test_a_delivered_scan_stamped_before_out_for_delivery_still_delivers(
+    carrier_client: httpx.AsyncClient, carrier_runtime: Runtime, clock: AdjustableClock,
+) -> None:
+    await _final_scan_arrives_late(
+        carrier_client, carrier_runtime, clock,
+        [("picked_up", 60), ("out_for_delivery", 10), ("delivered", 20)], "delivered",
+    )
+
+
+async def test_a_collected_scan_stamped_before_ready_for_pickup_still_completes(
+    carrier_client: httpx.AsyncClient, carrier_runtime: Runtime, clock: AdjustableClock,
+) -> None:
+    await _final_scan_arrives_late(
+        carrier_client, carrier_runtime, clock,
+        [("picked_up", 60), ("ready_for_pickup", 5), ("collected", 6)], "collected",
+    )
