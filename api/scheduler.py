@@ -31,6 +31,7 @@ from api.shipping import STALL_AFTER, ShippingService
 from domain.after_sales import OPEN_STATES
 from domain.clock import Clock
 from domain.errors import DomainError
+from domain.loyalty import birthdays_celebrated_on
 from domain.loyalty_rules import LoyaltyRules
 from domain.metadata import Channel, EventMetadata, Role
 from domain.segments import SegmentState
@@ -130,7 +131,7 @@ class Scheduler:
         return sorted(set(lots) | set(tiers))
 
     def birthdays(self, now: datetime) -> list[str]:
-        today = now.strftime("%m-%d")
+        celebrated = birthdays_celebrated_on(now.date())
         with self.engine.connect() as conn:
             if self.engine.dialect.name == "sqlite":
                 month_day = func.strftime("%m-%d", member_profiles.c.birthday)
@@ -138,7 +139,7 @@ class Scheduler:
                 month_day = func.to_char(member_profiles.c.birthday, "MM-DD")
             return list(conn.execute(
                 select(member_profiles.c.member_id).where(
-                    (month_day == today)
+                    (month_day.in_(celebrated))
                     & (member_profiles.c.erased.is_(False))
                     & (member_profiles.c.status == "active")
                 )

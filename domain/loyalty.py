@@ -13,6 +13,7 @@ later credits settle before anything else.
 
 from __future__ import annotations
 
+import calendar
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -74,6 +75,18 @@ def add_months(moment: datetime, months: int) -> datetime:
 def _days_in_month(year: int, month: int) -> int:
     following = date(year + (month == 12), month % 12 + 1, 1)
     return (following - timedelta(days=1)).day
+
+
+def birthdays_celebrated_on(day: date) -> tuple[str, ...]:
+    """The birthdays ("MM-DD") celebrated on a day.
+
+    Members born on 29 February celebrate on 28 February in years without one, so that
+    they get their birthday bonus every year, not one year in four.
+    """
+    celebrated = [day.strftime("%m-%d")]
+    if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+        celebrated.append("02-29")
+    return tuple(celebrated)
 
 
 def expiry_for(available_at: datetime, months: int) -> datetime:

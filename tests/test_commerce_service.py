@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.errors import InvalidTransitionError, NotFoundError, ValidationError
-from domain.loyalty import CreditSource
+from domain.loyalty import CreditSource, birthdays_celebrated_on
 from domain.metadata import Channel, EventMetadata, Role
 
 
@@ -86,3 +86,32 @@ def test_two_schedulers_ticking_at_once_emit_each_due_event_once(
     account = runtime.loyalty.account(member)
     assert account.pending == 0 and account.available > 0
     assert runtime.orders.get(order).state == "completed"
+
+
+def test_a_member_born_on_29_february_celebrates_on_28_february_in_other_years(
+    runtime: Runtime, clock: AdjustableClock
+) -> None:
+    clock.set(datetime(2027, 2, 28, 9, 0, tzinfo=UTC))
+    leapling = runtime.members.register(
+        {"name": "Leap", "email": "leap@example.com", "birthday": "2000-02-29"},
+        meta("anon", Role.ANONYMOUS),
+    ).aggregate_id
+    runtime.runner.run_once()  # the scheduler finds birthdays in the member profiles
+    head = runtime.runner.head()
+    report = runtime.scheduler.tick()
+    assert report.errors == [] and report.birthdays == 1
+    celebrated = [
+        event for event in (runtime.app.mapper.to_domain_event(n) for n in
+                            runtime.app.recorder.select_notifications(start=head + 1, limit=10))
+        if type(event).__qualname__ == "Coupon.Issued"
+    ]
+    assert [(e.member_id, e.source) for e in celebrated] == [(str(leapling), "birthday")]
+    clock.set(datetime(2027, 3, 1, 9, 0, tzinfo=UTC))
+    assert runtime.scheduler.tick().birthdays == 0
+
+
+def test_only_28_february_of_a_common_year_celebrates_29_february_birthdays() -> None:
+    assert birthdays_celebrated_on(date(2027, 2, 28)) == ("02-28", "02-29")
+    assert birthdays_celebrated_on(date(2028, 2, 28)) == ("02-28",)
+    assert birthdays_celebrated_on(date(2028, 2, 29)) == ("02-29",)
+    assert birthdays_celebrated_on(date(2027, 3, 1)) == ("03-01",)
