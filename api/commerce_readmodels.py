@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -180,7 +180,15 @@ async def tier_progress(
 
 
 def expiring_window(now: datetime, rules: LoyaltyRules) -> datetime:
-    return now + timedelta(days=rules.expiring_soon_days)
+    """Lots expiring before this instant are "expiring soon".
+
+    Points expire at the first instant of a month, which is the end of the month's last
+    day. Counting in whole days from the start of today, a lot is expiring within N days
+    when its last usable day is at most N days from today: so on the 1st of a 31-day
+    month, points that expire at its end (31 days later, to the instant) show.
+    """
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today + timedelta(days=rules.expiring_soon_days + 1)
 
 
 # -- coupons and rewards --------------------------------------------------------------------

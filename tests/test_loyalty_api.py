@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 
+from api.commerce_readmodels import expiring_window
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
+from domain.loyalty_rules import LoyaltyRules
 from tests.graphql import data, gql
 from tests.test_orders_api import (
     ADMIN,
@@ -216,6 +218,9 @@ async def test_pending_points_vest_when_the_window_closes_and_expire_a_year_late
 
     clock.set(expires - timedelta(days=40))
     assert (await account(client, ann))["expiringSoon"]["points"] == 0
+    # On the first day of the month they expire at the end of, even a 31-day one.
+    clock.set((expires - timedelta(days=1)).replace(day=1, hour=9))
+    assert (await account(client, ann))["expiringSoon"]["points"] == 1_000
     clock.set(expires - timedelta(days=10))
     soon = (await account(client, ann))["expiringSoon"]
     assert (soon["points"], soon["withinDays"]) == (1_000, 30)
@@ -633,3 +638,12 @@ async def test_points_returned_by_a_cancellation_do_not_count_towards_the_redemp
                                                "idempotencyKey": "second-try"}, ann.token)
     assert again["userErrors"] == []
     assert again["order"]["pricing"]["pointsUsed"] == 40_000
+
+
+def test_expiring_soon_covers_month_end_expiries_from_the_first_of_a_31_day_month() -> None:
+    rules = LoyaltyRules()
+    assert rules.expiring_soon_days == 30
+    first_of_january = datetime(2027, 1, 1, 8, 30, tzinfo=UTC)
+    end_of_january = datetime(2027, 2, 1, tzinfo=UTC)  # the instant January's points expire
+    assert expiring_window(first_of_january, rules) >= end_of_january  # lots with expires_at <= it
+    assert expiring_window(datetime(2026, 12, 31, 23, 0, tzinfo=UTC), rules) < end_of_january
