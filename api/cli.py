@@ -23,8 +23,23 @@ database_option = click.option(
 )
 
 
-def _settings(database_url: str | None, **overrides: Any) -> Settings:
+def _settings(database_url: str | None, *, create: bool = False, **overrides: Any) -> Settings:
+    """The settings a command runs with.
+
+    Only commands that create a database (`serve`, `seed demo`) may start on a SQLite file
+    that does not exist. Any other command run from the wrong directory would otherwise
+    create an empty database and a new signing key beside it, and then mint tokens or
+    report figures that the real server knows nothing about.
+    """
     try:
+        if not create:
+            database = DatabaseConfig.from_env(database_url)
+            if database.is_sqlite and not database.sqlite_path.exists():
+                raise click.ClickException(
+                    f"there is no Patron database at {database.sqlite_path}; run this command "
+                    "in the server's directory, or point at the server's database with "
+                    "--database-url sqlite:///PATH/TO/patron.db (or PATRON_DATABASE_URL)"
+                )
         return Settings.from_env(database_url, **overrides)
     except (ConfigurationError, DatabaseURLError) as error:
         raise click.ClickException(str(error)) from None
@@ -90,7 +105,7 @@ def serve(host: str, port: int, database_url: str | None, demo: bool, projection
     from api.app import create_app
     from api.runtime import migrate
 
-    settings = _settings(database_url, run_projections=projections)
+    settings = _settings(database_url, create=True, run_projections=projections)
     click.echo(f"database: {settings.database.safe_url}")
     click.echo(f"signing key: {settings.secret_key_source}")
     if settings.database.is_sqlite or demo:
@@ -327,7 +342,7 @@ def seed_demo_command(
     from domain.clock import AdjustableClock
 
     clock = AdjustableClock(demo_runtime_clock(days)) if days else None
-    runtime = _runtime(_settings(database_url), migrate_first=True, clock=clock)
+    runtime = _runtime(_settings(database_url, create=True), migrate_first=True, clock=clock)
     try:
         if days:
             with click.progressbar(length=days, label=f"simulating {days} days") as bar:

@@ -65,8 +65,10 @@ class ForbiddenError(DomainError):
 class ReasonRequiredError(DomainError):
     code = ErrorCode.REASON_REQUIRED
 
-    def __init__(self, message: str = "a reason is required for this action") -> None:
-        super().__init__(message, field="reason")
+    def __init__(
+        self, message: str = "a reason is required for this action", field: str = "reason"
+    ) -> None:
+        super().__init__(message, field=field)
 
 
 class ConcurrencyConflictError(DomainError):

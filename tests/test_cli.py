@@ -50,7 +50,10 @@ def failed_cleanly(result: Result) -> bool:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+    """A migrated SQLite database, as the server leaves it."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert run(url, "migrate").exit_code == 0
+    return url
 
 
 @pytest.fixture
@@ -83,6 +86,31 @@ def seed(database_url: str, members: int = 5, seed_value: int = 3) -> Result:
 
 
 # -- token ----------------------------------------------------------------------------------
+
+
+def test_a_token_for_a_database_that_does_not_exist_fails_naming_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run outside the project directory, with no key configured: nothing may be created.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PATRON_SECRET_KEY", raising=False)
+    result = CliRunner().invoke(main, ["token", "--role", "admin"],
+                                env={"PATRON_DATABASE_URL": None, "PATRON_SECRET_KEY": None})
+    assert failed_cleanly(result), result.output
+    assert f"no Patron database at {tmp_path / 'patron.db'}" in result.output
+    assert "--database-url" in result.output
+    assert list(tmp_path.iterdir()) == []  # no database, no new signing key
+
+
+@pytest.mark.parametrize("command", [["projections", "status"], ["loyalty", "tick"]])
+def test_commands_that_read_a_database_never_create_one(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "elsewhere.db"
+    result = run_catching(f"sqlite:///{missing}", *command)
+    assert failed_cleanly(result), result.output
+    assert str(missing) in result.output
+    assert not missing.exists()
 
 
 def test_a_member_token_without_a_member_id_fails_with_a_clear_message(sqlite_url: str) -> None:

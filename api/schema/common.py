@@ -18,7 +18,7 @@ from strawberry.relay import GlobalID
 from api.auth import Principal, principal_from_authorization
 from api.context import RequestContext
 from api.service import CommandResult
-from domain.errors import DomainError, ForbiddenError, ValidationError
+from domain.errors import DomainError, ForbiddenError, ReasonRequiredError, ValidationError
 from domain.errors import ErrorCode as DomainErrorCode
 from domain.metadata import EventMetadata, Role
 from domain.segment_rules import SegmentRuleError
@@ -180,13 +180,23 @@ async def run_command(
     info: strawberry.Info,
     act: Callable[[RequestContext, EventMetadata], CommandResult],
     reason: str | None,
+    reason_field: str = "reason",
 ) -> tuple[CommandResult | None, list[UserError]]:
     """A command with the request's metadata (and the reason staff gave), as a mutation
-    runs it: expected failures become userErrors and record nothing."""
+    runs it: expected failures become userErrors and record nothing.
+
+    `reason_field` is the input field the reason came from, so a missing reason is
+    reported where the client has to write it (a cancellation's reason is its `note`).
+    """
 
     async def command(ctx: RequestContext) -> CommandResult:
         meta = ctx.metadata(reason)
-        return await ctx.run_command(lambda: act(ctx, meta))
+        try:
+            return await ctx.run_command(lambda: act(ctx, meta))
+        except ReasonRequiredError as error:
+            if error.field == "reason" and reason_field != "reason":
+                raise ReasonRequiredError(error.message, reason_field) from None
+            raise
 
     return await run_mutation(info, command)
 

@@ -442,8 +442,9 @@ async def order_mutation(
     payload: type[P],
     act: Callable[[RequestContext, EventMetadata], CommandResult],
     reason: str | None,
+    reason_field: str = "reason",
 ) -> P:
-    result, errors = await run_command(info, act, reason)
+    result, errors = await run_command(info, act, reason, reason_field)
     if result is None:
         return payload(order=None, position=None, user_errors=errors)
     order = await load_order(context(info), result)
@@ -574,7 +575,7 @@ class OrderMutations:
             order_id = owned_order(ctx, input.order_id)
             return ctx.runtime.orders.cancel(order_id, input.reason.value, input.note, meta)
 
-        return await order_mutation(info, CancelOrderPayload, act, input.note)
+        return await order_mutation(info, CancelOrderPayload, act, input.note, "note")
 
     @strawberry.mutation(description="Staff: refund lines and quantities, or everything.")
     async def refund_order(
