@@ -27,6 +27,9 @@ from domain.errors import ErasedError
 from projections.tables import member_data_keys
 
 PERSONAL = "personal"
+# Set on a decoded event whose personal part could not be decrypted because the member's
+# key is destroyed (the leading underscore keeps it out of every event's data).
+ERASED_MARK = "_personal_erased"
 TOKEN_FORMAT = "aesgcm-v1"
 
 
@@ -180,4 +183,13 @@ class PersonalDataMapper(Mapper[Any]):
         elif state.get(PERSONAL) is not None:
             owner = str(state.get("member_id") or stored_event.originator_id)
             state[PERSONAL] = self.personal_data.decrypt(owner, state[PERSONAL])
+            if state[PERSONAL] is None:
+                # It held personal data whose key is destroyed: say so, so that an auditor
+                # can tell an erased part from an event that never had one.
+                state[ERASED_MARK] = True
         return domain_event
+
+
+def personal_part_erased(event: Any) -> bool:
+    """Whether an event held personal data that erasure has made unreadable."""
+    return bool(vars(event).get(ERASED_MARK))

@@ -400,7 +400,10 @@ def test_export_schema_writes_to_a_file_when_asked(tmp_path: Path) -> None:
     assert target.read_text() == SCHEMA_FILE.read_text()
 
 
-def test_reading_commands_do_not_migrate_and_say_how_to(sqlite_url: str) -> None:
+def test_reading_commands_do_not_migrate_and_say_how_to(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()  # a database file that was never migrated
+    sqlite_url = f"sqlite:///{empty}"
     result = run_catching(sqlite_url, "projections", "status")
     assert failed_cleanly(result)
     assert "patron migrate" in result.output

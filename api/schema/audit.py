@@ -14,6 +14,7 @@ import strawberry
 from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 
+from api.personal_data import ERASED_MARK, personal_part_erased
 from api.readmodels import decode_cursor, encode_cursor
 from api.schema.common import ApiError, Connection, context, make_connection, page_size
 from api.schema.members import MemberNode, decode_member_id
@@ -52,13 +53,13 @@ def _event_type(event: Any) -> str:
 def audit_event(event: Any, show_personal: bool) -> AuditEvent:
     state = dict(vars(event))
     meta = state.pop("meta", {}) or {}
-    for key in ("originator_id", "originator_version", "timestamp", "originator_topic"):
+    for key in ("originator_id", "originator_version", "timestamp", "originator_topic",
+                ERASED_MARK):
         state.pop(key, None)
     personal_state = "none"
     if "personal" in state:
         if state["personal"] is None:
-            # Either the event had no personal part or the member's key is destroyed.
-            personal_state = "erased" if _event_type(event) == "Member.Registered" else "none"
+            personal_state = "erased" if personal_part_erased(event) else "none"
         elif show_personal:
             personal_state = "visible"
         else:
@@ -189,7 +190,9 @@ class AuditQueries:
         id: strawberry.ID,
         version: int | None = None,
         at: dt.datetime | None = None,
-    ) -> MemberNode:
+    ) -> MemberNode | None:
+        # Nullable, so that one failing alias (a version or moment the member did not
+        # have) answers null with its error while the other aliases still answer.
         _require_auditor(info)
         ctx = context(info)
         member_id = _member_uuid(id)
