@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.readmodels import RowPage, as_utc, decode_cursor, encode_cursor, fetch_page, fetch_rows
+from domain.coupon import CouponStatus
 from domain.loyalty import add_months
 from domain.loyalty_rules import LoyaltyRules
 from projections.commerce_tables import (
@@ -194,9 +195,17 @@ def expiring_window(now: datetime, rules: LoyaltyRules) -> datetime:
 # -- coupons and rewards --------------------------------------------------------------------
 
 
-async def member_coupons(engine: AsyncEngine, member_id: str, status: str | None) -> list[Row]:
+async def member_coupons(
+    engine: AsyncEngine, member_id: str, status: str | None, now: datetime
+) -> list[Row]:
+    """A member's coupons, newest first; `status` as `domain.coupon.status_at` derives it."""
     query = select(coupons).where(coupons.c.member_id == member_id)
-    if status:
+    if status == CouponStatus.EXPIRED:
+        query = query.where((coupons.c.status == CouponStatus.AVAILABLE.value)
+                            & (coupons.c.valid_until <= now))
+    elif status == CouponStatus.AVAILABLE:
+        query = query.where((coupons.c.status == status) & (coupons.c.valid_until > now))
+    elif status:
         query = query.where(coupons.c.status == status)
     return await fetch_rows(engine, query.order_by(coupons.c.issued_at.desc(), coupons.c.coupon_id))
 

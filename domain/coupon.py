@@ -37,6 +37,16 @@ class CouponStatus(StrEnum):
     AVAILABLE = "available"
     RESERVED = "reserved"
     USED = "used"
+    # Never recorded: an available coupon whose validity window has ended is expired.
+    # Time alone expires it, so it is derived when read (see `status_at`).
+    EXPIRED = "expired"
+
+
+def status_at(recorded: str, valid_until: datetime, now: datetime) -> CouponStatus:
+    """A coupon's status as a member sees it at `now`."""
+    if recorded == CouponStatus.AVAILABLE and now >= valid_until:
+        return CouponStatus.EXPIRED
+    return CouponStatus(recorded)
 
 
 def validate_terms(kind: Any, value: Any, min_spend: Any) -> CouponTerms:

@@ -647,3 +647,27 @@ def test_expiring_soon_covers_month_end_expiries_from_the_first_of_a_31_day_mont
     end_of_january = datetime(2027, 2, 1, tzinfo=UTC)  # the instant January's points expire
     assert expiring_window(first_of_january, rules) >= end_of_january  # lots with expires_at <= it
     assert expiring_window(datetime(2026, 12, 31, 23, 0, tzinfo=UTC), rules) < end_of_january
+
+
+async def test_a_coupon_past_its_window_is_expired_not_available(
+    client: httpx.AsyncClient, live_runtime: Runtime, clock: AdjustableClock
+) -> None:
+    ann = await shopper(client)
+    now = clock.now()
+    issued = ok(await mutate(client, ISSUE_COUPON, {
+        "memberId": ann.id, "kind": "FIXED", "value": 500, "minSpend": 0,
+        "validFrom": iso(now - timedelta(hours=1)), "validUntil": iso(now + timedelta(days=30)),
+        "reason": "goodwill", "idempotencyKey": "cpn-exp"}, ADMIN))["coupon"]
+    wallet = """query($status: CouponStatus) {
+        me { coupons(status: $status) { id status usable } } }"""
+
+    async def listed(status: str | None) -> list[tuple[str, str, bool]]:
+        body = data(await gql(client, wallet, {"status": status}, token=ann.token))
+        return [(c["id"], c["status"], c["usable"]) for c in body["me"]["coupons"]]
+
+    mine = [c for c in await listed("AVAILABLE") if c[0] == issued["id"]]
+    assert mine == [(issued["id"], "AVAILABLE", True)]
+    clock.advance(timedelta(days=30, seconds=1))
+    assert issued["id"] not in [c[0] for c in await listed("AVAILABLE")]
+    assert (issued["id"], "EXPIRED", False) in await listed("EXPIRED")
+    assert (issued["id"], "EXPIRED", False) in await listed(None)

@@ -340,9 +340,12 @@ class CouponNode(relay.Node):
     def valid_until(self) -> dt.datetime:
         return _at(self.row["valid_until"])  # type: ignore[return-value]
 
-    @strawberry.field
-    def status(self) -> CouponStatus:
-        return CouponStatus(self.row["status"])
+    @strawberry.field(description="EXPIRED once its validity window has ended unused.")
+    def status(self, info: strawberry.Info) -> CouponStatus:
+        now = context(info).runtime.clock.now()
+        return coupons_model.status_at(
+            self.row["status"], _at(self.row["valid_until"]), now  # type: ignore[arg-type]
+        )
 
     @strawberry.field(description="False once used, reserved or outside its validity window.")
     def usable(self, info: strawberry.Info) -> bool:

@@ -415,8 +415,9 @@ class MemberNode(relay.Node):
         from api.commerce_readmodels import member_coupons
         from api.schema.loyalty import CouponNode
 
-        rows = await member_coupons(context(info).runtime.async_engine, self.key,
-                                    status.value if status else None)
+        runtime = context(info).runtime
+        rows = await member_coupons(runtime.async_engine, self.key,
+                                    status.value if status else None, runtime.clock.now())
         return [CouponNode(key=r["coupon_id"], row=r) for r in rows]
 
 
