@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.readmodels import RowPage, as_utc, decode_cursor, encode_cursor, fetch_page, fetch_rows
-from domain.shipment import FINAL, RECEIVED
+from domain.shipment import FINAL, RECEIVED, Direction
 from projections.shipping_tables import notifications, shipment_tracking
 
 Row = dict[str, Any]
@@ -93,7 +93,9 @@ def _conditions(where: ShipmentFilter, now: datetime) -> list[Any]:
         late = _late(now)
         conditions.append(late if where.late else ~late)
     if where.unrated is not None:
-        unrated = t.status.in_(RECEIVED_STATUSES) & t.rated.is_(False)
+        # What the member can still rate: delivered to them (so not a return parcel).
+        unrated = (t.status.in_(RECEIVED_STATUSES) & t.rated.is_(False)
+                   & (t.direction == Direction.OUTBOUND.value))
         conditions.append(unrated if where.unrated else ~unrated)
     return conditions
 

@@ -371,6 +371,11 @@ class Shipment(Aggregate):
 
     def rate(self, speed: Any, courier_attitude: Any, packaging_condition: Any,
              comment: str | None, now: datetime, meta: EventMetadata) -> None:
+        if self.direction == Direction.INBOUND:
+            # A return parcel is the member's own sending: there is no delivery to rate.
+            raise InvalidTransitionError(
+                "a return parcel cannot be rated", current_state="inbound", attempted="rate"
+            )
         if not self.received:
             raise InvalidTransitionError(
                 f"only a received shipment can be rated; this one is {self.status}",

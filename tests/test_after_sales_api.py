@@ -33,7 +33,9 @@ from tests.test_orders_api import (
     shopper,
     tick,
 )
+from tests.test_shipments_api import RATE as RATE_DELIVERY
 from tests.test_shipments_api import deliver_parcel, paid, ship
+from tests.test_shipments_api import error_of as shipment_error_of
 
 OTHER_AGENT = token_for(Role.AGENT, "agent-9")
 PII_AUDITOR = token_for(Role.AUDITOR, "auditor-4", scopes=("pii",))
@@ -316,6 +318,15 @@ async def test_a_return_travels_back_is_refunded_and_its_points_are_clawed_back(
     assert arrived is not None and arrived["state"] == "RECEIVED"
     assert at(arrived["returnParcel"]["receivedAt"]) == clock.now()
     assert arrived["returnParcel"]["shipment"]["status"] == "DELIVERED"
+    # A return parcel is never waiting for the member's rating, and cannot be rated.
+    unrated = data(await gql(client, "{ shipments(filter: {unrated: true}) "
+                                     "{ edges { node { id direction } } } }", token=AGENT))
+    assert parcel["shipment"]["id"] not in [e["node"]["id"] for e in
+                                            unrated["shipments"]["edges"]]
+    rating = {"shipmentId": parcel["shipment"]["id"], "speed": 5, "courierAttitude": 5,
+              "packagingCondition": 5}
+    refused = shipment_error_of(await mutate(client, RATE_DELIVERY, rating, ann.token))
+    assert refused["code"] == "INVALID_TRANSITION"
 
     checked = await act(client, INSPECT, case, result="CONFIRMED", disposition="REFURBISH",
                         notes="Pole cracked at the joint")

@@ -546,7 +546,8 @@ class ShipmentFilterInput:
         default=None, description="True: not delivered and past its promise (business time)."
     )
     unrated: bool | None = strawberry.field(
-        default=None, description="True: received and not rated yet."
+        default=None, description="True: delivered to the member and not rated yet "
+        "(return parcels are never rateable)."
     )
 
 
