@@ -381,15 +381,17 @@ def _cli_meta(reason: str) -> Any:
 @click.option("--reason", default="trained from the command line", show_default=True)
 @click.option("--activate/--no-activate", default=True, show_default=True,
               help="Serve the new version at once.")
+@click.option("--force", is_flag=True,
+              help="Activate it even if it loses to the popularity baseline (with --reason).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def recommend_train(database_url: str | None, reason: str, activate: bool,
+def recommend_train(database_url: str | None, reason: str, activate: bool, force: bool,
                     as_json: bool) -> None:
     """Train a model version on the read models as they are now (progress on stderr)."""
     runtime = _runtime(_settings(database_url))
     try:
         runtime.runner.run_once()  # train on everything recorded so far
         report = runtime.recommender.train(
-            _cli_meta(reason), activate=activate,
+            _cli_meta(reason), activate=activate, force=force,
             progress=lambda message: click.echo(f"  {message}", err=True))
     except Exception as error:
         raise click.ClickException(f"training failed: {error}") from None
@@ -502,14 +504,16 @@ def recommend_models(database_url: str | None) -> None:
 @recommend.command("activate")
 @click.argument("version", type=click.IntRange(1))
 @click.option("--reason", required=True, help="Why (recorded for auditors).")
+@click.option("--force", is_flag=True,
+              help="Serve it even if it lost to the popularity baseline.")
 @database_option
-def recommend_activate(version: int, reason: str, database_url: str | None) -> None:
+def recommend_activate(version: int, reason: str, force: bool, database_url: str | None) -> None:
     """Serve VERSION from now on (a newer one, or an older one to roll back)."""
     from domain.errors import DomainError
 
     runtime = _runtime(_settings(database_url))
     try:
-        runtime.recommender.activate(version, _cli_meta(reason))
+        runtime.recommender.activate(version, _cli_meta(reason), force=force)
     except DomainError as error:
         raise click.ClickException(error.message) from None
     finally:

@@ -39,7 +39,12 @@ from domain.recommendation.trained import (
     load_trained,
     train_recommender,
 )
-from domain.recommender import REGISTRY_ID, RecommenderRegistry, require_admin
+from domain.recommender import (
+    REGISTRY_ID,
+    RecommenderRegistry,
+    loses_to_baseline,
+    require_admin,
+)
 from projections.recommender_tables import (
     recommendation_consents,
     recommendation_signals,
@@ -228,11 +233,12 @@ class RecommenderService:
 
     def train(self, meta: EventMetadata, *, activate: bool = True,
               progress: Callable[[str], None] | None = None,
-              only_if_better: bool = False) -> TrainingReport:
+              only_if_better: bool = False, force: bool = False) -> TrainingReport:
         """Train on the read models as they are, record the version, optionally activate.
 
         `only_if_better` (the scheduler's choice) activates only when the new model's
-        offline precision is at least AUTO_ACTIVATE_MIN_SHARE of the serving one's.
+        offline precision is at least AUTO_ACTIVATE_MIN_SHARE of the serving one's. A model
+        that loses to the popularity baseline is recorded but not activated unless `force`.
         """
         if meta.actor_role is not Role.SYSTEM:
             require_admin(meta, "train the recommender")
@@ -259,10 +265,15 @@ class RecommenderService:
                 outcome.products, outcome.seconds, self.params.as_dict(), outcome.metrics,
                 self.clock.now(), meta)
             switch = activate
+            refusal = registry.serves_only_if_forced(version)
+            if switch and refusal and not force:
+                note.append(f"not activated: {loses_to_baseline(outcome.metrics)}; activate "
+                            "it with force and a reason to serve it anyway")
+                switch = False
             if switch and only_if_better and registry.active is not None:
                 switch = self._better(outcome.metrics, registry.active, note)
             if switch:
-                registry.activate(version, self.clock.now(), meta)
+                registry.activate(version, self.clock.now(), meta, force=force)
             return version, switch
 
         result = self.uow.run(record)
@@ -288,14 +299,14 @@ class RecommenderService:
                 recommender_models.c.version == version))
         return dict(metrics or {})
 
-    def activate(self, version: int, meta: EventMetadata) -> CommandResult:
+    def activate(self, version: int, meta: EventMetadata, force: bool = False) -> CommandResult:
         """Serve `version`: a newer one, or an older one to roll back."""
         require_admin(meta, "switch the serving model")
         meta.require_reason()
 
         def decide(session: Session) -> RecommenderRegistry:
             registry = self._open(session)
-            registry.activate(version, self.clock.now(), meta)
+            registry.activate(version, self.clock.now(), meta, force=force)
             return registry
 
         outcome = self.uow.run(decide)

@@ -21,7 +21,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import ForbiddenError, InvalidTransitionError, NotFoundError
+from domain.errors import ForbiddenError, InvalidTransitionError, NotFoundError, ValidationError
 from domain.metadata import EventMetadata, Role
 
 REGISTRY_ID = uuid5(UUID("0b6f3d2a-5e41-4c8f-9a7d-3f2e1c6b8a90"), "recommender-registry")
@@ -31,6 +31,21 @@ _CHECKSUM = re.compile(r"^[0-9a-f]{64}$")
 def require_admin(meta: EventMetadata, attempted: str) -> None:
     if meta.actor_role is not Role.ADMIN:
         raise ForbiddenError(f"only admins may {attempted}")
+
+
+def loses_to_baseline(metrics: dict[str, Any]) -> str | None:
+    """Why a model should not serve on its own offline evaluation, or None if it may.
+
+    A model whose precision is below the popularity baseline's, measured on the same
+    held-out split, would make every list worse than showing what sells: it serves only
+    when an admin forces it, with a reason.
+    """
+    model = (metrics.get("hybrid") or {}).get("precision")
+    baseline = (metrics.get("popularity") or {}).get("precision")
+    if model is None or baseline is None or model >= baseline:
+        return None
+    return (f"its offline precision@{metrics.get('k', 10)} ({model:.3f}) is below the "
+            f"popularity baseline's ({baseline:.3f})")
 
 
 class RecommenderRegistry(Aggregate):
@@ -48,6 +63,8 @@ class RecommenderRegistry(Aggregate):
         self.checksums: list[str] = []
         self.active: int | None = None
         self.last_scheduled: str | None = None
+        # Versions that lost to the popularity baseline on their own evaluation.
+        self.below_baseline: list[int] = []
 
     @property
     def latest(self) -> int:
@@ -86,20 +103,41 @@ class RecommenderRegistry(Aggregate):
 
         def apply(self, registry: Any) -> None:
             registry.checksums.append(self.checksum)
+            if loses_to_baseline(self.metrics):
+                # setdefault: a snapshot taken before this list existed restores without it.
+                registry.__dict__.setdefault("below_baseline", []).append(self.version)
 
-    def activate(self, version: int, now: datetime, meta: EventMetadata) -> bool:
-        """Serve `version` from now on; False when it already serves (a retried request)."""
+    def serves_only_if_forced(self, version: int) -> str | None:
+        """Why `version` may serve only when forced (it lost to the baseline), or None."""
+        if version in getattr(self, "below_baseline", []):
+            return f"version {version} lost to the popularity baseline on its evaluation"
+        return None
+
+    def activate(self, version: int, now: datetime, meta: EventMetadata,
+                 force: bool = False) -> bool:
+        """Serve `version` from now on; False when it already serves (a retried request).
+
+        A version that lost to the popularity baseline serves only when forced (by an admin,
+        whose reason the event keeps).
+        """
         if version not in self.versions:
             raise NotFoundError(f"there is no model version {version}", "version")
         if version == self.active:
             return False
+        refusal = self.serves_only_if_forced(version)
+        if refusal and not force:
+            raise ValidationError(
+                f"{refusal}; activate it with force and a reason to serve it anyway", "force"
+            )
         self.trigger_event(self.ModelActivated, version=version, previous=self.active,
-                           timestamp=now, meta=meta.as_dict())
+                           forced=bool(refusal), timestamp=now, meta=meta.as_dict())
         return True
 
     class ModelActivated(Aggregate.Event):
         version: int
         previous: int | None
+        # True when it lost to the popularity baseline and an admin served it anyway.
+        forced: bool
         meta: dict[str, Any]
 
         def apply(self, registry: Any) -> None:

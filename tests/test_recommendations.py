@@ -24,7 +24,7 @@ from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.metadata import Channel, EventMetadata, Role
 from domain.recommendation.trained import ChecksumMismatchError
-from domain.recommender import REGISTRY_ID
+from domain.recommender import REGISTRY_ID, RecommenderRegistry, loses_to_baseline
 from projections.recommender_tables import (
     recommendation_signals,
     recommender_artifacts,
@@ -648,3 +648,48 @@ def test_the_migration_creates_these_tables_as_declared(runtime: Runtime) -> Non
                                       recommender_artifacts)}
     assert _differences(runtime, names) == []
 
+
+
+LOSING = {"k": 10, "hybrid": {"precision": 0.371}, "popularity": {"precision": 0.388}}
+
+
+def record_losing_version(runtime: Runtime) -> int:
+    """A version whose own evaluation shows it losing to popularity (the v1 model file)."""
+
+    def record(session: Any) -> int:
+        registry = session.get(RecommenderRegistry, REGISTRY_ID)
+        return int(registry.record_trained(
+            registry.checksum_of(1), runtime.runner.head(), 1, 1, 1, 0.1, {}, LOSING,
+            runtime.clock.now(), admin_meta("losing")))
+
+    return int(runtime.recommender.uow.run(record).value)
+
+
+def test_a_model_that_loses_to_popularity_is_named_so() -> None:
+    assert loses_to_baseline(LOSING) == (
+        "its offline precision@10 (0.371) is below the popularity baseline's (0.388)")
+    assert loses_to_baseline({"hybrid": {"precision": 0.4},
+                              "popularity": {"precision": 0.388}}) is None
+    assert loses_to_baseline({}) is None  # too little data to evaluate: nothing to compare
+
+
+async def test_a_version_that_loses_to_popularity_serves_only_when_forced_with_a_reason(
+    store: Store, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    losing = await asyncio.to_thread(record_losing_version, runtime)
+    head = runtime.runner.head()
+    body = await gql(client, ACTIVATE, {"input": {"version": losing, "reason": "try it"}},
+                     token=ADMIN)
+    (error,) = body["data"]["activateModel"]["userErrors"]
+    assert (error["code"], error["field"]) == ("VALIDATION", "force")
+    assert "popularity baseline" in error["message"]
+    assert runtime.runner.head() == head
+
+    body = await gql(client, ACTIVATE, {"input": {"version": losing, "force": True,
+                                                  "reason": "A/B holdout needs it"}},
+                     token=ADMIN)
+    assert body["data"]["activateModel"]["userErrors"] == []
+    member = store.members["outdoor"][0]
+    assert (await recommendations(client, runtime, member))["modelVersion"] == losing
+    registry = await asyncio.to_thread(runtime.recommender.registry)
+    assert registry is not None and registry.active == losing

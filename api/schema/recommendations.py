@@ -157,6 +157,9 @@ class RetrainRecommenderInput:
     reason: str | None = None
     activate: bool = strawberry.field(
         default=True, description="Serve the new version at once (default true).")
+    force: bool = strawberry.field(
+        default=False, description="Serve it even if it loses to the popularity baseline "
+        "on its own evaluation (the reason is recorded).")
 
 
 @strawberry.type
@@ -172,6 +175,8 @@ class RetrainRecommenderPayload:
 class ActivateModelInput:
     version: int
     reason: str | None = None
+    force: bool = strawberry.field(
+        default=False, description="Serve a version that lost to the popularity baseline.")
 
 
 @strawberry.type
@@ -192,7 +197,8 @@ class RecommenderMutations:
         try:
             meta = ctx.metadata(input.reason)
             report: TrainingReport = await asyncio.to_thread(
-                ctx.runtime.recommender.train, meta, activate=input.activate)
+                ctx.runtime.recommender.train, meta, activate=input.activate,
+                force=input.force)
         except DomainError as error:
             return RetrainRecommenderPayload(version=None, activated=False, note=None,
                                              position=None,
@@ -208,7 +214,8 @@ class RecommenderMutations:
     async def activate_model(self, info: strawberry.Info,
                              input: ActivateModelInput) -> ActivateModelPayload:
         result, errors = await run_command(
-            info, lambda ctx, meta: ctx.runtime.recommender.activate(input.version, meta),
+            info, lambda ctx, meta: ctx.runtime.recommender.activate(input.version, meta,
+                                                                    input.force),
             input.reason)
         return ActivateModelPayload(version=input.version if result else None,
                                     position=result.position if result else None,
