@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.experiment_readmodels import Assignment, running_assignment
 from api.recommender import RecommenderService, member_contexts, signal_of
 from domain.clock import Clock
-from domain.errors import InvalidTransitionError, ValidationError
+from domain.errors import InvalidTransitionError, NotFoundError, ValidationError
 from domain.recommendation.context import MemberContext
 from domain.recommendation.interactions import (
     InteractionWeights,
@@ -82,6 +82,8 @@ class _Snapshot:
     signals: list[Any]
     available: dict[str, bool]  # listed products: id -> consumable
     context: MemberContext
+    # False when the request names a product the catalogue has never listed.
+    product_listed: bool = True
 
 
 def check_request(placement: Placement, first: int, product_id: str | None,
@@ -124,8 +126,13 @@ class RecommendationService:
             engine, request.placement.value, member_id)
         pinned = assignment.model_version if assignment is not None else None
         async with engine.connect() as conn:
-            snapshot = await conn.run_sync(self._read, member_id, pinned)
+            snapshot = await conn.run_sync(self._read, member_id, pinned, request.product_id)
         version, digest = snapshot.version, snapshot.checksum
+        if request.product_id is not None and not snapshot.product_listed:
+            # A product page for a product the shop never listed: say so rather than
+            # filling the page with popular items.
+            raise NotFoundError(f"product {request.product_id!r} is not in the catalogue",
+                                "productId")
         if version is None or digest is None:
             raise InvalidTransitionError(
                 "no recommender model is serving yet: train one with `patron recommend "
@@ -141,12 +148,13 @@ class RecommendationService:
             ListRequest(request.placement, request.first, request.product_id, request.cart,
                         request.candidates, strategy, self.max_per_category),
             now, unavailable, consumable)
-        items = await self._described(engine, picks)
+        items = await self._described(engine, picks, snapshot.personalised)
         return ServedList(request.placement, snapshot.personalised, version, strategy,
                           assignment.experiment_id if assignment else None,
                           assignment.variant if assignment else None, items)
 
-    def _read(self, conn: Connection, member_id: str, pinned: int | None = None) -> _Snapshot:
+    def _read(self, conn: Connection, member_id: str, pinned: int | None = None,
+              product_id: str | None = None) -> _Snapshot:
         """Everything a list needs from the database; `pinned` is an experiment's model
         version (the active one otherwise)."""
         which = (recommender_models.c.version == pinned if pinned is not None
@@ -165,8 +173,11 @@ class RecommendationService:
         available = {row.product_id: bool(row.consumable) for row in conn.execute(
             select(products.c.product_id, products.c.consumable)
             .where(products.c.available.is_(True)))}
+        listed = product_id is None or product_id in available or conn.scalar(
+            select(products.c.product_id).where(products.c.product_id == product_id)
+        ) is not None
         return _Snapshot(model.version if model else None, model.checksum if model else None,
-                         personalised, signals, available, context)
+                         personalised, signals, available, context, listed)
 
     def _state(self, snapshot: _Snapshot, now: datetime) -> MemberState:
         """The member as serving may see them: nothing at all without consent."""
@@ -183,7 +194,8 @@ class RecommendationService:
                            history={row.item: row.weight for row in interactions},
                            bought=bought, signals=kinds, context=snapshot.context)
 
-    async def _described(self, engine: AsyncEngine, picks: list[Pick]) -> list[ServedItem]:
+    async def _described(self, engine: AsyncEngine, picks: list[Pick],
+                         personalised: bool) -> list[ServedItem]:
         """Names for the picks and for the products their reasons mention."""
         wanted = {pick.item for pick in picks} | {pick.reason.item for pick in picks
                                                    if pick.reason.item}
@@ -200,5 +212,6 @@ class RecommendationService:
             name=rows[pick.item].name if pick.item in rows else None,
             category=rows[pick.item].category if pick.item in rows else None,
             score=round(pick.score, 6), reason_code=pick.reason.code.value,
-            reason_text=reason_text(pick.reason, names), reason_product_id=pick.reason.item,
+            reason_text=reason_text(pick.reason, names, personalised),
+            reason_product_id=pick.reason.item,
         ) for pick in picks]

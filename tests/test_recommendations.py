@@ -269,6 +269,13 @@ async def test_members_without_consent_get_the_same_list_as_anyone_and_are_told_
     for item in first["items"]:
         assert item["reason"]["code"] == "not_personalised"
         assert "not personalised" in item["reason"]["text"]
+    # Every placement says so, the product page included.
+    page = await recommendations(client, runtime, outdoor, "PRODUCT", productId="lamp", first=3)
+    assert page["items"] and all(
+        item["reason"]["text"].endswith(
+            "(not personalised: you have not agreed to personalisation)")
+        and item["reason"]["text"].count("not personalised") == 1
+        for item in page["items"])
     # Consent makes it personal at once.
     store.shop.consent(outdoor, True)
     consented = await recommendations(client, runtime, outdoor, first=6)
@@ -356,6 +363,13 @@ async def test_bad_arguments_are_typed_errors_naming_the_argument(
     body = await gql(client, LIST, {"placement": "SIDEBAR"},
                      token=token_for(Role.MEMBER, member))
     assert "SIDEBAR" in body["errors"][0]["message"]
+    # A product page for a product the shop never listed is not found, not filled with
+    # popular items; a listed product that sold out still has its page.
+    error = await list_error(client, runtime, member, placement="PRODUCT",
+                             productId="no-such-product")
+    assert (error["code"], error["field"]) == ("NOT_FOUND", "productId")
+    store.set_available("lamp", False)
+    assert await recommendations(client, runtime, member, "PRODUCT", productId="lamp")
 
 
 async def test_members_read_only_their_own_lists_and_staff_read_any(

@@ -111,8 +111,22 @@ _VERBS = {
 }
 
 
-def reason_text(reason: PickReason, names: Mapping[str, str]) -> str:
-    """The reason in words, with product names where the catalogue has them."""
+NOT_PERSONALISED_NOTE = " (not personalised: you have not agreed to personalisation)"
+
+
+def reason_text(reason: PickReason, names: Mapping[str, str], personalised: bool = True) -> str:
+    """The reason in words, with product names where the catalogue has them.
+
+    A member who has not agreed to personalisation is told so on every item of every
+    placement, whatever the reason, so that no list looks personal when it is not.
+    """
+    text = _reason_words(reason, names)
+    if not personalised and not text.endswith(NOT_PERSONALISED_NOTE):
+        text += NOT_PERSONALISED_NOTE
+    return text
+
+
+def _reason_words(reason: PickReason, names: Mapping[str, str]) -> str:
     item = names.get(reason.item, reason.item) if reason.item else ""
     match reason.code:
         case PickReasonCode.BECAUSE_YOU:
@@ -132,7 +146,7 @@ def reason_text(reason: PickReason, names: Mapping[str, str]) -> str:
             return "as ranked by the search"
         case PickReasonCode.NOT_PERSONALISED:
             popular = describe(reason.context) if reason.context else "popular with members"
-            return f"{popular} (not personalised: you have not agreed to personalisation)"
+            return f"{popular}{NOT_PERSONALISED_NOTE}"
     return "recommended"  # pragma: no cover - every code is matched above
 
 
