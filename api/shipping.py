@@ -282,6 +282,10 @@ class ShippingService:
                 if case is not None and case.state == CaseState.AWAITING_RETURN:
                     case.return_received("carrier", now, meta)
                 return shipment
+            if shipment.dispatched:
+                # The first scan with the carrier ships it (whatever status it reports).
+                session.get(Order, UUID(shipment.order_id)).shipment_dispatched(
+                    str(shipment.id), now, meta)
             if shipment.received:
                 order = session.get(Order, UUID(shipment.order_id))
                 if order.shipment_received(str(shipment.id), now, meta):

@@ -273,6 +273,13 @@ class Order(Aggregate):
 
     def cancel(self, reason: Any, note: str | None, now: datetime, meta: EventMetadata) -> None:
         self._require("cancel", *BEFORE_SHIPMENT)
+        if any(not s["replaced"] for s in self.shipments.values()):
+            # The order has not shipped, but a parcel is labelled for it: the parcel would
+            # go out for a cancelled order.
+            raise InvalidTransitionError(
+                "cannot cancel an order whose parcel is already labelled; refund it instead",
+                current_state="labelled", attempted="cancel",
+            )
         try:
             reason_value = CancellationReason(reason).value
         except ValueError:
@@ -403,12 +410,34 @@ class Order(Aggregate):
                     "items",
                 )
         covered = [{"line_id": k, "quantity": v} for k, v in wanted.items()]
-        everything = all(self.shippable(line["line_id"]) == wanted.get(line["line_id"], 0)
-                         for line in self.lines)
-        state = OrderState.SHIPPED if everything else OrderState.PARTIALLY_SHIPPED
+        # A label is not a shipment: the order ships when a carrier picks a parcel up
+        # (shipment_dispatched), so the state stays as it is here.
         self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
-                      replaces=None, order_state=state.value, meta=meta.as_dict())
+                      replaces=None, order_state=None, meta=meta.as_dict())
         return covered
+
+    def shipment_dispatched(self, shipment_id: str, now: datetime, meta: EventMetadata) -> bool:
+        """A carrier has a parcel: the order is shipped once every line is in a parcel a
+        carrier has, partially shipped before that. False if already known."""
+        shipment = self.shipments.get(shipment_id)
+        if shipment is None or shipment.get("dispatched", True):
+            # Parcels labelled before dispatch was tracked counted as shipped at once.
+            return False
+        self._trigger(self.ShipmentDispatched, now, shipment_id=shipment_id,
+                      order_state=self._state_after_dispatch(shipment_id).value,
+                      meta=meta.as_dict())
+        return True
+
+    def _state_after_dispatch(self, shipment_id: str) -> OrderState:
+        if self.state not in (OrderState.PAID, OrderState.PARTIALLY_SHIPPED):
+            return OrderState(self.state)
+        everything_allocated = all(self.shippable(line["line_id"]) == 0 for line in self.lines)
+        waiting = [sid for sid, s in self.shipments.items()
+                   if sid != shipment_id and not s["replaced"] and not s.get("dispatched", True)
+                   and s.get("case_id") is None]
+        if everything_allocated and not waiting:
+            return OrderState.SHIPPED
+        return OrderState.PARTIALLY_SHIPPED
 
     def shipment_received(self, shipment_id: str, now: datetime, meta: EventMetadata) -> bool:
         """A parcel reached the member; the order is delivered when every parcel has."""
@@ -524,8 +553,21 @@ class Order(Aggregate):
             order.shipments[self.shipment_id] = {
                 "items": self.items, "replaced": False, "received": False,
                 "case_id": self.case_id,
+                # Parcels allocated by older events (order_state set) shipped at once.
+                "dispatched": self.order_state is not None,
             }
             if self.order_state is not None:
+                order._enter(OrderState(self.order_state), self.timestamp)
+
+    class ShipmentDispatched(Aggregate.Event):
+        shipment_id: str
+        # The order's state after it: SHIPPED, or PARTIALLY_SHIPPED while lines wait.
+        order_state: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.shipments[self.shipment_id]["dispatched"] = True
+            if self.order_state != order.state:
                 order._enter(OrderState(self.order_state), self.timestamp)
 
     class ShipmentReceived(Aggregate.Event):

@@ -29,6 +29,7 @@ class OrdersProjection(Projection):
             Order.Cancelled: self.on_cancelled,
             Order.Refunded: self.on_refunded,
             Order.ShipmentAllocated: self.on_shipment_allocated,
+            Order.ShipmentDispatched: self.on_shipment_dispatched,
             Order.ShipmentReceived: self.on_shipment_received,
             Order.Delivered: self.on_delivered,
             Order.Completed: self.on_completed,
@@ -159,14 +160,19 @@ class OrdersProjection(Projection):
         )
 
     def on_shipment_allocated(self, conn: Connection, event: Any, position: int) -> None:
-        if event.order_state is None:  # a reship replaces a parcel; the state stays
-            self._save(conn, event, position)
-            return
-        row = self._load(conn, event)
-        if row["state"] == event.order_state:
+        # Only events recorded before parcels shipped on pickup carry a state to enter.
+        self._enter_if_changed(conn, event, position, event.order_state)
+
+    def on_shipment_dispatched(self, conn: Connection, event: Any, position: int) -> None:
+        self._enter_if_changed(conn, event, position, event.order_state)
+
+    def _enter_if_changed(
+        self, conn: Connection, event: Any, position: int, state: str | None
+    ) -> None:
+        if state is None or self._load(conn, event)["state"] == state:
             self._save(conn, event, position)
         else:
-            self._enter(conn, event, position, OrderState(event.order_state))
+            self._enter(conn, event, position, OrderState(state))
 
     def on_shipment_received(self, conn: Connection, event: Any, position: int) -> None:
         self._save(conn, event, position)

@@ -213,6 +213,9 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
     assert first["eta"] == first["promisedBy"]
     assert first["pickupPoint"] is None and first["window"] is None
     assert first["rating"] is None and first["complaint"] is None and first["rated"] is False
+    # A label is not a shipment: the order ships when the carrier picks the parcel up.
+    assert (await read_order(client, order["id"]))["state"] == "PAID"
+    ok(await track(client, first, "pick-1", "PICKED_UP", clock.now()))
     assert (await read_order(client, order["id"]))["state"] == "PARTIALLY_SHIPPED"
 
     # A retry of the same label finds the parcel and records nothing.
@@ -255,6 +258,8 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
         "pointId": "PP-SH-01", "name": "Jing'an Station Kiosk", "address": "1 Jiangning Rd",
         "city": "Shanghai", "openingHours": "Mon-Sat 09:00-21:00"}
     assert at(rest["promisedBy"]) == clock.now() + timedelta(days=1)
+    assert (await read_order(client, order["id"]))["state"] == "PARTIALLY_SHIPPED"
+    ok(await track(client, rest, "pick-2", "PICKED_UP", clock.now()))
     assert (await read_order(client, order["id"]))["state"] == "SHIPPED"
 
     before = head(live_runtime)
@@ -433,7 +438,8 @@ async def test_the_order_is_delivered_when_its_last_parcel_is(
     moment = clock.now() - timedelta(hours=1)
 
     await deliver_parcel(client, first, moment)
-    assert (await read_order(client, order["id"]))["state"] == "SHIPPED"
+    # The second parcel is labelled but no carrier has it yet.
+    assert (await read_order(client, order["id"]))["state"] == "PARTIALLY_SHIPPED"
     # Collected at a pickup point counts as received too.
     collected = ok(await track(client, second, "c-1", "COLLECTED", moment))["shipment"]
     assert collected["status"] == "COLLECTED" and collected["deliveredAt"] is not None

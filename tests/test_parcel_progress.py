@@ -1,4 +1,8 @@
-"""A parcel's final scan takes effect whatever its timestamp says (carrier clocks drift).
+"""How a parcel's carrier scans move it and its order.
+
+An order ships when a carrier picks a parcel up, not when a label is printed (issue 16
+item 4). A parcel's final scan takes effect whatever its timestamp says (carrier clocks
+drift).
 
 Reproductions from issue 16 item 1: signed carrier updates `picked_up` at now-60 s,
 `out_for_delivery` at now-10 s and then `delivered` at now-20 s left the parcel out for
@@ -13,18 +17,20 @@ import asyncio
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select
 from strawberry.relay import to_base64
 
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
+from domain.errors import InvalidTransitionError
 from domain.metadata import Role
 from domain.shipment import status_entry, status_rank
 from projections.shipping_tables import notifications
 from tests.graphql import gql, token_for
 from tests.test_carrier_webhooks import carrier_client as carrier_client_fixture
 from tests.test_carrier_webhooks import carrier_runtime as carrier_runtime_fixture
-from tests.test_carrier_webhooks import post, shipped_order, update
+from tests.test_carrier_webhooks import meta, post, shipped_order, update
 
 # The carrier webhook's fixtures, under the names the tests below ask for.
 carrier_runtime = carrier_runtime_fixture
@@ -108,3 +114,27 @@ async def test_a_collected_scan_stamped_before_ready_for_pickup_still_completes(
         carrier_client, carrier_runtime, clock,
         [("picked_up", 60), ("ready_for_pickup", 5), ("collected", 6)], "collected",
     )
+
+
+async def test_an_order_ships_when_the_carrier_picks_its_parcel_up_not_at_the_label(
+    carrier_client: httpx.AsyncClient, carrier_runtime: Runtime, clock: AdjustableClock,
+) -> None:
+    order, _ = await shipped_order(carrier_runtime)
+    assert (await asyncio.to_thread(carrier_runtime.orders.get, order)).state == "paid"
+    # Labelled but not yet shipped: cancelling would send a parcel for a cancelled order.
+    with pytest.raises(InvalidTransitionError):
+        await asyncio.to_thread(carrier_runtime.orders.cancel, order, "member_request", None,
+                                meta("member", Role.MEMBER))
+
+    response = await post(carrier_client, update("u1", "picked_up", clock.now()))
+    assert response.status_code == 202
+    assert (await asyncio.to_thread(carrier_runtime.orders.get, order)).state == "shipped"
+    await _settled(carrier_runtime)
+    body = await gql(carrier_client, "query($id: ID!) { order(id: $id) { state history "
+                     "{ state } } }", {"id": to_base64("Order", str(order))},
+                     token=token_for(Role.AGENT, "agent-1"))
+    states = [h["state"] for h in body["data"]["order"]["history"]]
+    assert body["data"]["order"]["state"] == "SHIPPED" and states[-2:] == ["PAID", "SHIPPED"]
+    # A repeated or later scan changes nothing more.
+    await post(carrier_client, update("u2", "in_transit", clock.now()))
+    assert (await asyncio.to_thread(carrier_runtime.orders.get, order)).state == "shipped"
