@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +13,8 @@ import pytest
 
 from api.auth import parse_duration
 from api.config import ConfigurationError, Settings, resolve_secret_key, secret_key_path
-from domain.loyalty_rules import LoyaltyRules
+from domain.errors import ErrorCode
+from domain.loyalty_rules import LoyaltyRules, TierRule
 from projections.database import DEFAULT_DATABASE_URL, DatabaseConfig, DatabaseURLError
 
 LONG_KEY = "k" * 32
@@ -413,6 +416,17 @@ def test_the_example_loyalty_rules_file_documents_the_defaults() -> None:
     assert LoyaltyRules.load(example) == LoyaltyRules()
 
 
+def test_the_example_loyalty_rules_file_names_every_rule() -> None:
+    """It says it lists every rule: each setting and each tier flag appears in it."""
+    example = (Path(__file__).resolve().parent.parent / "loyalty-rules.example.toml").read_text()
+    settings = [f.name for f in dataclasses.fields(LoyaltyRules)]
+    tier_settings = [f.name for f in dataclasses.fields(TierRule) if f.name != "tier"]
+    missing = [name for name in settings + tier_settings
+               if not re.search(rf"^\[?{name}\b", example, re.MULTILINE)
+               and f"[{name}." not in example]
+    assert missing == []
+
+
 def test_loyalty_rules_come_from_the_file_named_in_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -426,3 +440,8 @@ def test_loyalty_rules_come_from_the_file_named_in_the_environment(
     rules.write_text("return_window_days = 'soon'\n")
     with pytest.raises(ConfigurationError, match="PATRON_LOYALTY_RULES"):
         Settings.from_env(f"sqlite:///{tmp_path / 'p.db'}")
+
+
+def test_the_readme_explains_every_error_code() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert [code.value for code in ErrorCode if f"`{code.value}`" not in readme] == []
