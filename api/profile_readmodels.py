@@ -115,7 +115,7 @@ class BehaviourKpis:
         return round(self.purchases / self.views, 6) if self.views else None
 
     @property
-    def repurchase_rate(self) -> float | None:
+    def repeat_buyer_rate(self) -> float | None:
         return round(self.repeat_buyers / self.buyers, 6) if self.buyers else None
 
 

@@ -512,7 +512,7 @@ async def test_behaviour_kpis_count_every_view_and_purchase_per_day(shop: Shop) 
     assert [d.conversion for d in kpis.days] == [0.2, None, 0.5]
     assert (kpis.views, kpis.purchases, kpis.conversion) == (7, 2, pytest.approx(2 / 7))
     assert kpis.revenue == sum(d.revenue for d in kpis.days) > 0
-    assert (kpis.buyers, kpis.repeat_buyers, kpis.repurchase_rate) == (1, 1, 1.0)
+    assert (kpis.buyers, kpis.repeat_buyers, kpis.repeat_buyer_rate) == (1, 1, 1.0)
 
 
 # -- rebuild and schema -----------------------------------------------------------------------
@@ -614,7 +614,7 @@ PROFILE_FIELDS = """
 """
 KPIS = """
 query K($from: Date!, $to: Date!) { behaviourKpis(from: $from, to: $to) {
-  from to views purchases conversion buyers repurchaseRate
+  from to views purchases conversion buyers repeatBuyerRate
   revenue { amount } days { day views purchases conversion }
 } }
 """

@@ -166,7 +166,7 @@ async def test_admins_change_and_archive_segments_and_the_kpis_show_sizes_over_t
 
     headers = await tick(live_runtime)
     query = """query K($from: Date!, $to: Date!) { behaviourKpis(from: $from, to: $to) {
-        conversion repurchaseRate segments { segment { name state } days { day size } } } }"""
+        conversion repeatBuyerRate segments { segment { name state } days { day size } } } }"""
     response = await client.post("/graphql", json={"query": query, "variables": {
         "from": (day_one - timedelta(days=1)).isoformat(),
         "to": (day_one + timedelta(days=3)).isoformat()}},

@@ -214,8 +214,9 @@ class BehaviourKpis:
     conversion: float | None
     buyers: int = strawberry.field(description="Members with a purchase, now.")
     repeat_buyers: int = strawberry.field(description="Members with two or more, now.")
-    repurchase_rate: float | None = strawberry.field(
-        description="Repeat buyers per buyer, now.")
+    repeat_buyer_rate: float | None = strawberry.field(
+        description="Repeat buyers per buyer, now. (Not the profile's repurchaseRate, which "
+        "is the share of a member's products bought more than once.)")
     segments: list[SegmentSizes] = strawberry.field(
         description="Every segment's size at the end of each day, by segment name.")
 
@@ -261,7 +262,7 @@ class ProfileQueries:
             views=kpis.views, purchases=kpis.purchases,
             revenue=money(kpis.revenue, currency), conversion=kpis.conversion,
             buyers=kpis.buyers, repeat_buyers=kpis.repeat_buyers,
-            repurchase_rate=kpis.repurchase_rate,
+            repeat_buyer_rate=kpis.repeat_buyer_rate,
             segments=[SegmentSizes(segment=SegmentNode.of(r), days=sizes[r["segment_id"]])
                       for r in segment_rows],
         )
