@@ -16,9 +16,11 @@ import httpx
 import pytest
 from strawberry.relay import GlobalID
 
+from api.auth import PII_SCOPE
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
-from tests.graphql import data, gql
+from domain.metadata import Role
+from tests.graphql import data, gql, token_for
 from tests.test_orders_api import (
     ADMIN,
     AGENT,
@@ -833,3 +835,34 @@ async def test_a_member_reads_their_delivery_notifications_newest_first(
     assert data(await gql(client, node, {"id": nodes[0]["id"]}, token=AGENT))["node"] == mine
     assert data(await gql(client, node, {"id": nodes[0]["id"]}, token=bob.token))[
         "node"] is None
+
+
+async def test_a_parcels_address_printed_name_and_gift_message_read_back_only_for_those_who_may(
+    client: httpx.AsyncClient, live_runtime: Runtime
+) -> None:
+    ann = await shopper(client)
+    bob = await shopper(client, "Bob Ma")
+    parcel = await ship(client, await paid(client, ann), packaging={
+        "giftWrap": True, "printedName": "For Mei", "giftMessage": "Happy birthday! Love, Ann"})
+    query = """query($id: ID!) { shipment(id: $id) { packaging { giftWrap }
+        personalDetails { address { recipient line1 city country phone }
+                          printedName giftMessage } } }"""
+    expected = {"address": {k: ADDRESS.get(k) for k in
+                            ("recipient", "line1", "city", "country", "phone")},
+                "printedName": "For Mei", "giftMessage": "Happy birthday! Love, Ann"}
+
+    async def details(token: str) -> Any:
+        body = await gql(client, query, {"id": parcel["id"]}, token=token,
+                         headers={"X-Patron-Min-Position": str(head(live_runtime))})
+        return body["data"]["shipment"] and body["data"]["shipment"]["personalDetails"]
+
+    assert await details(ann.token) == expected
+    assert await details(AGENT) == expected
+    assert await details(token_for(Role.AUDITOR, "auditor-2", (PII_SCOPE,))) == expected
+    assert await details(AUDITOR) is None  # masked without the personal-data scope
+    assert await details(bob.token) is None  # another member does not see the parcel at all
+
+    erased = await gql(client, """mutation($id: ID!) { eraseMember(input: {memberId: $id,
+        reason: "GDPR request"}) { userErrors { code } } }""", {"id": ann.id}, token=ADMIN)
+    assert erased["data"]["eraseMember"]["userErrors"] == []
+    assert await details(AGENT) is None

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import strawberry
+from starlette.concurrency import run_in_threadpool
 from strawberry import relay
 
 from api.context import RequestContext
@@ -32,7 +33,7 @@ from api.schema.common import (
     run_command,
     subscription_principal,
 )
-from api.schema.members import AddressInput
+from api.schema.members import Address, AddressInput
 from api.schema.orders import STAFF, decode_uuid
 from api.service import CommandResult
 from api.shipping import PickupPoint as PickupPointModel
@@ -128,6 +129,17 @@ class ShipmentItem:
 class ShipmentPackaging:
     gift_wrap: bool
     eco: bool
+
+
+@strawberry.type(description=(
+    "What the member asked for on this parcel that is their personal data: kept encrypted "
+    "under their key, readable by them, staff, and auditors with the personal-data scope, "
+    "and gone once they are erased."))
+class ShipmentPersonalDetails:
+    address: Address | None = strawberry.field(
+        description="Where it goes (none for a pickup point).")
+    printed_name: str | None
+    gift_message: str | None
 
 
 @strawberry.type(description="One carrier update, in the order things happened.")
@@ -266,6 +278,25 @@ class ShipmentNode(relay.Node):
         packaging = self.row.get("packaging") or {}
         return ShipmentPackaging(gift_wrap=bool(packaging.get("gift_wrap")),
                                  eco=bool(packaging.get("eco")))
+
+    @strawberry.field(description=(
+        "The delivery address, printed name and gift message: null for callers who may not "
+        "see the member's personal data, and once the member is erased."))
+    async def personal_details(self, info: strawberry.Info) -> ShipmentPersonalDetails | None:
+        ctx = context(info)
+        if not ctx.principal.can_see_personal_data(str(self.row["member_id"])):
+            return None
+        # Personal data never reaches a read model: the parcel's own events hold it,
+        # encrypted, so it is read from them (and only when asked for).
+        shipment = await run_in_threadpool(ctx.runtime.shipping.get, uuid.UUID(self.key))
+        personal = shipment.personal or {}
+        if not personal:
+            return None
+        return ShipmentPersonalDetails(
+            address=Address.from_dict(personal.get("address")),
+            printed_name=personal.get("printed_name"),
+            gift_message=personal.get("gift_message"),
+        )
 
     @strawberry.field
     def status(self) -> TrackingStatus:
