@@ -21,7 +21,7 @@ from api.commerce import account_for
 from api.service import CommandResult, Session, UnitOfWork
 from domain.after_sales import AfterSalesCase, CaseState
 from domain.clock import Clock
-from domain.errors import ForbiddenError, ValidationError
+from domain.errors import ValidationError
 from domain.loyalty_rules import LoyaltyRules
 from domain.member import Member, validate_address
 from domain.metadata import EventMetadata
@@ -32,6 +32,7 @@ from domain.shipment import (
     Direction,
     Resolution,
     Shipment,
+    check_speed,
     validate_options,
     validate_packaging,
     validate_window,
@@ -136,11 +137,7 @@ class ShippingService:
             member = session.get(Member, UUID(order.member_id))
             account = account_for(session, order.member_id, now, meta)
             benefits = self.rules.tier_rule(account.tier)
-            if speed == DeliverySpeed.EXPEDITED and not (
-                benefits.expedited_delivery or meta.actor_role.is_staff
-            ):
-                raise ForbiddenError(f"expedited delivery is a benefit of higher tiers than "
-                                     f"{account.tier}", "speed")
+            speed_value = check_speed(speed, benefits.expedited_delivery, meta)
             delivery_prefs = (member.preferences or {}).get("delivery") or {}
             chosen_address = (validate_address(address) if address
                               else (member.personal or {}).get("default_address"))
@@ -159,9 +156,9 @@ class ShippingService:
             wanted = _everything(order) if items is None else items
             covered = order.allocate_shipment(str(shipment_id), wanted, None, now, meta)
             return session.add(Shipment.create(
-                shipment_id, str(order.id), order.member_id, covered, method_value, speed,
+                shipment_id, str(order.id), order.member_id, covered, method_value, speed_value,
                 benefits.priority_dispatch, point, checked_window,
-                self._promise(speed, checked_window, now), public, personal, carrier,
+                self._promise(speed_value, checked_window, now), public, personal, carrier,
                 tracking_number, now, meta,
             ))
 
@@ -242,7 +239,10 @@ class ShippingService:
     def change_delivery_options(
         self, shipment_id: UUID, method: str, pickup_point: str | None,
         window: dict[str, Any] | None, address: dict[str, Any] | None, meta: EventMetadata,
+        speed: str | None = None,
     ) -> CommandResult:
+        """New delivery options before dispatch; a new speed or window makes a new promise."""
+
         def decide(session: Session) -> Shipment:
             now = self.clock.now()
             shipment = session.get(Shipment, shipment_id)
@@ -252,8 +252,16 @@ class ShippingService:
                 method, self._pickup(pickup_point), window, checked_address or current_address,
                 now,
             )
+            chosen = None
+            if speed is not None:
+                account = account_for(session, shipment.member_id, now, meta)
+                chosen = check_speed(
+                    speed, self.rules.tier_rule(account.tier).expedited_delivery, meta)
+            promise = (self._promise(chosen or shipment.speed, checked, now)
+                       if chosen is not None or checked is not None else None)
             personal = {"address": checked_address} if checked_address else None
-            shipment.change_delivery_options(method_value, point, checked, personal, now, meta)
+            shipment.change_delivery_options(method_value, point, checked, personal, now, meta,
+                                             speed=chosen, promised_by=promise)
             return shipment
 
         return self.uow.result_of(self.uow.run(decide))

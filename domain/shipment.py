@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidTransitionError, ValidationError
+from domain.errors import ForbiddenError, InvalidTransitionError, ValidationError
 from domain.metadata import EventMetadata
 from domain.validation import enum_value, rating_value
 
@@ -156,6 +156,21 @@ def validate_packaging(
 
 
 
+def check_speed(speed: Any, tier_allows_expedited: bool, meta: EventMetadata) -> str:
+    """The delivery speed, if the member's tier allows it.
+
+    Expedited delivery is a benefit of higher tiers. Staff may send a parcel expedited for
+    a member whose tier does not include it, but only as an override with a reason, which
+    the event keeps for auditors.
+    """
+    value = enum_value(DeliverySpeed, speed, "speed")
+    if value == DeliverySpeed.EXPEDITED and not tier_allows_expedited:
+        if not meta.actor_role.is_staff:
+            raise ForbiddenError("expedited delivery is a benefit of higher tiers", "speed")
+        meta.require_reason()
+    return str(value)
+
+
 class Shipment(Aggregate):
     @classmethod
     def create(
@@ -272,6 +287,7 @@ class Shipment(Aggregate):
     def change_delivery_options(
         self, method: str, pickup_point: str | None, window: dict[str, str] | None,
         personal: dict[str, Any] | None, now: datetime, meta: EventMetadata,
+        speed: str | None = None, promised_by: datetime | None = None,
     ) -> None:
         if self.dispatched:
             raise InvalidTransitionError(
@@ -280,7 +296,8 @@ class Shipment(Aggregate):
             )
         self._trigger(self.DeliveryOptionsChanged, now, meta, method=method,
                       pickup_point=pickup_point, window=window, personal=personal,
-                      member_id=self.member_id)
+                      member_id=self.member_id, speed=speed,
+                      promised_by=promised_by.isoformat() if promised_by else None)
 
     def record_tracking(
         self,
@@ -423,11 +440,18 @@ class Shipment(Aggregate):
         window: dict[str, str] | None
         personal: dict[str, Any] | None
         meta: dict[str, Any]
+        # The speed chosen and the promise it makes (None: unchanged; older events).
+        speed: str | None = None
+        promised_by: str | None = None
 
         def apply(self, shipment: Any) -> None:
             shipment.method = self.method
             shipment.pickup_point = self.pickup_point
             shipment.window = self.window
+            if self.speed:
+                shipment.speed = self.speed
+            if self.promised_by:
+                shipment.promised_by = shipment.eta = self.promised_by
             if self.personal is not None:
                 shipment.personal = {**(shipment.personal or {}), **self.personal}
 

@@ -128,12 +128,13 @@ class ShipmentTrackingProjection(Projection):
 
     def on_delivery_options_changed(self, conn: Connection, event: Any, position: int) -> None:
         # `personal` (a new address) is deliberately ignored: it is personal data.
-        self._save(
-            conn, event, position,
-            method=event.method,
-            pickup_point=event.pickup_point,
-            window=dict(event.window) if event.window else None,
-        )
+        values: dict[str, Any] = {"method": event.method, "pickup_point": event.pickup_point,
+                                  "window": dict(event.window) if event.window else None}
+        if event.speed:
+            values["speed"] = event.speed
+        if event.promised_by:
+            values["promised_by"] = values["eta"] = utc(event.promised_by)
+        self._save(conn, event, position, **values)
 
     def on_tracking_recorded(self, conn: Connection, event: Any, position: int) -> None:
         row = self._load(conn, event)

@@ -253,6 +253,7 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
     rest = ok(await mutate(client, CREATE, {
         "orderId": order["id"], "method": "PICKUP_POINT", "pickupPointId": "PP-SH-01",
         "speed": "EXPEDITED", "carrier": "ZTO", "trackingNumber": "ZT200",
+        "reason": "expedited as an apology for the split parcel",  # above Ann's tier
     }, ADMIN))["shipment"]
     assert rest["items"] == [{"lineId": "L1", "quantity": 1}, {"lineId": "L2", "quantity": 1}]
     assert rest["method"] == "PICKUP_POINT" and rest["speed"] == "EXPEDITED"
@@ -698,7 +699,7 @@ async def test_staff_filter_shipments_by_order_member_status_exception_lateness_
     ann_order = await paid(client, ann)
     standard = await ship(client, ann_order, items=[{"lineId": "L1", "quantity": 2}])
     clock.advance(timedelta(minutes=1))
-    express = await ship(client, ann_order, speed="EXPEDITED")
+    express = await ship(client, ann_order, speed="EXPEDITED", reason="staff override")
     clock.advance(timedelta(minutes=1))
     bob_parcel = await ship(client, await paid(client, bob))
 
@@ -754,7 +755,7 @@ async def test_the_scheduler_opens_exceptions_for_late_and_stalled_parcels(
     ann = await shopper(client)
     order = await paid(client, ann)
     express = await ship(client, order, items=[{"lineId": "L1", "quantity": 2}],
-                         speed="EXPEDITED")
+                         speed="EXPEDITED", reason="staff override")
     clock.advance(timedelta(minutes=1))
     stalled = await ship(client, order)
     ok(await track(client, stalled, "s1", "PICKED_UP", clock.now() - timedelta(minutes=1)))
@@ -866,3 +867,38 @@ async def test_a_parcels_address_printed_name_and_gift_message_read_back_only_fo
         reason: "GDPR request"}) { userErrors { code } } }""", {"id": ann.id}, token=ADMIN)
     assert erased["data"]["eraseMember"]["userErrors"] == []
     assert await details(AGENT) is None
+
+
+async def test_members_choose_the_speeds_their_tier_allows_and_staff_override_with_a_reason(
+    client: httpx.AsyncClient, live_runtime: Runtime, clock: AdjustableClock
+) -> None:
+    ann = await shopper(client)  # Regular: no expedited delivery
+    order = await paid(client, ann)
+    before = head(live_runtime)
+    refused = error_of(await mutate(client, CREATE, {
+        "orderId": order["id"], "method": "HOME_DELIVERY", "address": ADDRESS,
+        "speed": "EXPEDITED", "carrier": "SF", "trackingNumber": "SFX1"}, AGENT))
+    assert (refused["code"], refused["field"]) == ("REASON_REQUIRED", "reason")
+    assert head(live_runtime) == before
+
+    parcel = await ship(client, order)
+    assert parcel["speed"] == "STANDARD"
+    expedite = {"shipmentId": parcel["id"], "method": "HOME_DELIVERY", "speed": "EXPEDITED"}
+    before = head(live_runtime)
+    forbidden = error_of(await mutate(client, CHANGE, expedite, ann.token))
+    assert (forbidden["code"], forbidden["field"]) == ("FORBIDDEN", "speed")
+    assert head(live_runtime) == before
+
+    # Gold includes expedited delivery (8,450 paid promotes her at once): the member
+    # chooses it, and the promise follows.
+    gold_order = await paid(client, ann, [line("tent-2p", 13, 65_000)])
+    gold_parcel = await ship(client, gold_order)
+    chosen = ok(await mutate(client, CHANGE, {**expedite, "shipmentId": gold_parcel["id"]},
+                             ann.token))["shipment"]
+    assert chosen["speed"] == "EXPEDITED"
+    assert at(chosen["promisedBy"]) == clock.now() + timedelta(days=1)
+
+    # Staff may expedite Ann's first parcel above her tier only with a reason.
+    staff = ok(await mutate(client, CHANGE, {**expedite, "reason": "late-order apology"},
+                            AGENT))["shipment"]
+    assert staff["speed"] == "EXPEDITED"

@@ -515,6 +515,9 @@ class ChangeDeliveryOptionsInput:
     pickup_point_id: str | None = None
     window: DeliveryWindowInput | None = None
     address: AddressInput | None = None
+    speed: DeliverySpeed | None = strawberry.field(
+        default=None, description="A speed the member's tier allows (expedited from Gold by "
+        "default); staff may override the tier with their reason.")
     reason: str | None = strawberry.field(default=None, description="Required from staff.")
 
 
@@ -814,6 +817,7 @@ class ShipmentMutations:
             return ctx.runtime.shipping.change_delivery_options(
                 shipment_id, input.method.value, input.pickup_point_id, _window(input.window),
                 _plain_address(input.address), meta,
+                speed=input.speed.value if input.speed else None,
             )
 
         return await shipment_mutation(info, ChangeDeliveryOptionsPayload, act, input.reason)
