@@ -250,7 +250,7 @@ async def test_a_return_travels_back_is_refunded_and_its_points_are_clawed_back(
                                 "photoUrls": ["https://img.example/pole.jpg"]}
     assert case["lines"] == [{"lineId": "L1", "quantity": 1}]
     assert case["preferredOutcome"] == "REFUNDED"
-    assert (case["tier"], case["team"], case["assignee"]) == ("regular", "general", None)
+    assert (case["tier"], case["team"], case["assignee"]) == ("REGULAR", "general", None)
     assert case["openedByRole"] == "member"
     assert case["order"] == {"id": order["id"], "state": "DELIVERED"}
     assert case["memberId"] == ann.id and case["member"] is None  # staff only

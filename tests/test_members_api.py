@@ -108,7 +108,7 @@ async def test_registration_is_open_and_returns_a_member_token(
     assert member["name"] == "Mei Chen"
     assert member["email"] == "Mei.Chen@example.com"
     assert member["status"] == "ACTIVE"
-    assert member["tier"] == "regular"
+    assert member["tier"] == "REGULAR"
     assert member["version"] == 1
     assert payload["token"]
     me = data(await gql(client, f"{{ me {{ {MEMBER_FIELDS} }} }}", token=payload["token"]))["me"]

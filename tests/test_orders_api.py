@@ -245,7 +245,7 @@ async def test_an_order_shows_how_its_price_was_reached_and_a_retry_changes_noth
         "subtotal": 200_000, "tierDiscount": 0, "couponDiscount": 0, "pointsUsed": 0,
         "pointsValue": 0, "shippingFee": 0, "total": 200_000,
     }
-    assert first["tier"] == "regular"
+    assert first["tier"] == "REGULAR"
     await pay(client, ann, first)
     await adjust(client, ann, 1_000)
     coupon = await welcome_coupon(client, ann)
@@ -259,7 +259,7 @@ async def test_an_order_shows_how_its_price_was_reached_and_a_retry_changes_noth
     }
     payload = ok(await mutate(client, PLACE_ORDER, order_input, ann.token))
     order = payload["order"]
-    assert order["state"] == "PLACED" and order["tier"] == "silver"
+    assert order["state"] == "PLACED" and order["tier"] == "SILVER"
     assert order["history"] == [{"state": "PLACED"}]
     assert order["memberId"] == ann.id and order["couponId"] == coupon["id"]
     # subtotal 7500; Silver 2% = 150; coupon 1000 (7350 reaches 5000); 500 points = 5.00;

@@ -44,6 +44,7 @@ from api.schema.common import (
     ApiError,
     Connection,
     EventPosition,
+    Tier,
     UserError,
     context,
     followed_id,
@@ -354,8 +355,8 @@ class CaseNode(relay.Node):
 
     @strawberry.field(description="The member's tier when the case was opened; it set the "
                                   "first-review deadline.")
-    def tier(self) -> str:
-        return str(self.row["tier"])
+    def tier(self) -> Tier:
+        return Tier(self.row["tier"])
 
     @strawberry.field(description="The service team the case is routed to.")
     def team(self) -> str:

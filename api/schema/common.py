@@ -18,10 +18,14 @@ from strawberry.relay import GlobalID
 from api.auth import Principal, principal_from_authorization
 from api.context import RequestContext
 from api.service import CommandResult
+from domain import loyalty_rules
 from domain.errors import DomainError, ForbiddenError, ReasonRequiredError, ValidationError
 from domain.errors import ErrorCode as DomainErrorCode
 from domain.metadata import EventMetadata, Role
 from domain.segment_rules import SegmentRuleError
+
+# One tier enum on every type that shows a tier (members, orders, cases, loyalty).
+Tier = strawberry.enum(loyalty_rules.Tier)
 
 T = TypeVar("T")
 

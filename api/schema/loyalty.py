@@ -29,6 +29,7 @@ from api.schema.common import (
     Connection,
     EventPosition,
     Long,
+    Tier,
     UserError,
     context,
     make_connection,
@@ -46,7 +47,6 @@ from domain.loyalty import LotStatus as LotStatusModel
 from domain.metadata import EventMetadata, Role
 from projections.commerce_tables import coupons
 
-Tier = strawberry.enum(rules_model.Tier)
 LotStatus = strawberry.enum(LotStatusModel)
 CouponKind = strawberry.enum(coupons_model.CouponKind)
 CouponSource = strawberry.enum(coupons_model.CouponSource)

@@ -27,6 +27,7 @@ from api.schema.common import (
     ApiError,
     Connection,
     EventPosition,
+    Tier,
     UserError,
     context,
     decode_id,
@@ -295,8 +296,8 @@ class MemberNode(relay.Node):
         return self.row.get("status_reason")
 
     @strawberry.field(description="Loyalty tier (regular until the loyalty engine assigns one).")
-    def tier(self) -> str:
-        return str(self.row["tier"])
+    def tier(self) -> Tier:
+        return Tier(self.row["tier"])
 
     @strawberry.field(description="True once the member's personal data has been erased.")
     def erased(self) -> bool:

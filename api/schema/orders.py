@@ -19,6 +19,7 @@ from api.schema.common import (
     Connection,
     EventPosition,
     Long,
+    Tier,
     UserError,
     context,
     decode_id,
@@ -167,8 +168,8 @@ class OrderNode(relay.Node):
         return OrderState(self.row["state"])
 
     @strawberry.field(description="The member's tier when the order was placed.")
-    def tier(self) -> str:
-        return str(self.row["tier"])
+    def tier(self) -> Tier:
+        return Tier(self.row["tier"])
 
     @strawberry.field
     def lines(self) -> list[OrderLine]:
