@@ -255,11 +255,12 @@ class MemberService:
         """`reserve_email` for every member ever registered, oldest first, read from the
         event store itself (not a read model that may lag). Returns member ids by outcome."""
         report: dict[ReservationOutcome, list[str]] = {o: [] for o in ReservationOutcome}
-        recorder = self.uow.app.recorder
+        # The application's recorder is an ApplicationRecorder: it lists notifications.
+        recorder: Any = self.uow.app.recorder
         topic = get_topic(Member.Registered)
         start = 1
         while True:
-            batch = recorder.select_notifications(start, batch_size, topics=[topic])  # type: ignore[attr-defined]
+            batch = recorder.select_notifications(start, batch_size, topics=[topic])
             for notification in batch:
                 member_id = notification.originator_id
                 report[self.reserve_email(UUID(str(member_id)))].append(str(member_id))
@@ -361,7 +362,7 @@ class MemberService:
         and the personal data is already unreadable in the meantime.
 
         The email's reservation is released in the same save, so the address can register
-        again. Its id is worked out while the key still exists and kept across retries; if
+        again. The address is read while the key still exists and kept across retries; if
         the key was destroyed by an earlier, interrupted erasure, the reservation is left
         behind but is stale (its holder is erased) and the next registration takes it over.
         """
