@@ -163,6 +163,28 @@ async def test_changing_to_an_email_another_member_holds_is_a_conflict(
     assert conflict_on_email(await attempt_registration(client, "bo.new@example.com"))
 
 
+async def test_two_members_changing_to_one_new_email_at_once_one_gets_it(
+    client: httpx.AsyncClient, live_runtime: Runtime,
+) -> None:
+    members = [await register(client, name=f"M{i}", email=f"m{i}@example.com")
+               for i in range(4)]
+    results = await asyncio.gather(*(
+        gql(client, UPDATE_EMAIL, {"input": {"email": "Shared@example.com"}}, token=m["token"])
+        for m in members
+    ))
+    payloads = [data(r)["updateMemberProfile"] for r in results]
+    assert sum(p["userErrors"] == [] for p in payloads) == 1
+    assert sum(conflict_on_email(p) for p in payloads) == 3
+    holders = [m for m in members if live_runtime.members.get(
+        UUID(m["member"]["memberId"])).personal["email"] == "Shared@example.com"]
+    assert len(holders) == 1
+    # The winner's old address was freed; the losers kept theirs.
+    for m in members:
+        email = m["member"]["email"]
+        outcome = await attempt_registration(client, email)
+        assert (outcome["userErrors"] == []) == (m is holders[0]), email
+
+
 async def test_erasure_releases_the_email(
     client: httpx.AsyncClient, live_runtime: Runtime,
 ) -> None:
