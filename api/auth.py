@@ -44,10 +44,17 @@ class Principal:
     def can_read_member(self, member_id: str) -> bool:
         return self.role in (Role.AGENT, Role.ADMIN, Role.AUDITOR) or self.member_id == member_id
 
-    def can_see_personal_data(self, member_id: str) -> bool:
+    @property
+    def sees_personal_data(self) -> bool:
+        """Personal data of any member: agents and admins, auditors only with the `pii`
+        scope. Searching, filtering or sorting members by a personal field needs this too,
+        or the count of matches would reveal what the masked fields hide."""
         if self.role is Role.AUDITOR:
             return PII_SCOPE in self.scopes
-        return self.is_staff or self.member_id == member_id
+        return self.is_staff
+
+    def can_see_personal_data(self, member_id: str) -> bool:
+        return self.sees_personal_data or self.member_id == member_id
 
     def require_role(self, *roles: Role) -> None:
         if self.role is Role.ANONYMOUS:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.readmodels import (
     RowPage,
+    contains_text,
     decode_cursor,
     encode_cursor,
     fetch_page,
@@ -70,7 +71,7 @@ def _conditions(category: str | None, available: bool | None,
     if available is not None:
         conditions.append(c.available == available)  # `=`, not `IS`: uses the index
     if search is not None and search.strip():
-        conditions.append(func.lower(c.name).contains(search.strip().lower(), autoescape=True))
+        conditions.append(contains_text(c.name, search.strip()))
     return conditions
 
 

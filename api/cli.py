@@ -283,6 +283,38 @@ def loyalty_tick(database_url: str | None, as_json: bool) -> None:
 
 
 @main.group()
+def members() -> None:
+    """Member maintenance."""
+
+
+@members.command("reserve-emails")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def members_reserve_emails(database_url: str | None, as_json: bool) -> None:
+    """Reserve every member's email (one member per email): run once after upgrading a
+    database whose members registered before reservations existed; safe to run again.
+
+    Members are taken in registration order, so the first to register an address keeps
+    it; later members with the same address are listed by id (never by address) as
+    conflicts for staff to resolve, and the command then exits with status 1."""
+    from api.service import ReservationOutcome
+
+    runtime = _runtime(_settings(database_url))
+    try:
+        report = runtime.members.reserve_all_emails()
+    finally:
+        runtime.close()
+    if as_json:
+        click.echo(json.dumps({outcome.value: ids for outcome, ids in report.items()}))
+    else:
+        click.echo(", ".join(f"{len(ids)} {outcome.value}" for outcome, ids in report.items()))
+        for member_id in report[ReservationOutcome.CONFLICT]:
+            click.echo(f"conflict: member {member_id} uses an email an earlier member holds")
+    if report[ReservationOutcome.CONFLICT]:
+        sys.exit(1)
+
+
+@main.group()
 def notifications() -> None:
     """Where member notices are delivered besides the in-app inbox."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from projections.tables import member_profiles, member_tags
@@ -32,6 +32,17 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(parts, list) or len(parts) != arity:
         raise InvalidCursorError("malformed cursor")
     return parts
+
+
+def contains_text(column: Any, text: str) -> ColumnElement[bool]:
+    """`column` contains `text`, ignoring letter case, with `text` taken literally.
+
+    Every substring search goes through here. A client's `%` or `_` would otherwise be a
+    LIKE wildcard: `a_n` would match "ann" and "%" everything, so a caller could probe a
+    column one pattern at a time. SQLAlchemy's autoescape escapes `%`, `_` and the escape
+    character itself (`/`); ILIKE on PostgreSQL, lower() on both sides on SQLite.
+    """
+    return column.icontains(text, autoescape=True)  # type: ignore[no-any-return]
 
 
 def instant(value: Any) -> datetime | None:
@@ -146,13 +157,13 @@ def _filtered(query: Select[Any], where: MemberFilter) -> Select[Any]:
                 select(member_tags.c.member_id).where(member_tags.c.tag == where.tag.lower())
             )
         )
-    if where.search:
-        pattern = f"%{where.search.strip().lower()}%"
+    if where.search and where.search.strip():
+        text = where.search.strip()
         query = query.where(
             or_(
-                func.lower(member_profiles.c.name).like(pattern),
-                func.lower(member_profiles.c.email).like(pattern),
-                member_profiles.c.member_id == where.search.strip(),
+                contains_text(member_profiles.c.name, text),
+                contains_text(member_profiles.c.email, text),
+                member_profiles.c.member_id == text,
             )
         )
     return query

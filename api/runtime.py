@@ -139,7 +139,9 @@ class Runtime:
         )
         self.uow = UnitOfWork(self.app, on_recorded=lambda _position: self.runner.nudge())
         self.rules = settings.loyalty_rules
-        self.members = MemberService(self.uow, self.clock, self.keys, self.rules)
+        self.members = MemberService(
+            self.uow, self.clock, self.keys, self.rules, settings.secret_key
+        )
         self.orders = OrderService(self.uow, self.clock, self.rules)
         self.loyalty = LoyaltyService(self.uow, self.clock, self.rules)
         self.shipping = ShippingService(self.uow, self.clock, self.rules, load_pickup_points())

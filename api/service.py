@@ -14,17 +14,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Transcoder
+from eventsourcing.utils import get_topic
 
 from api.personal_data import DataKeyStore, PersonalDataCipher, PersonalDataMapper
 from domain.clock import Clock
 from domain.coupon import Coupon, CouponSource
-from domain.errors import ConcurrencyConflictError, NotFoundError
+from domain.email_reservation import EmailReservation, email_key, reservation_id
+from domain.errors import ConcurrencyConflictError, ConflictError, NotFoundError
 from domain.loyalty import CreditSource, LoyaltyAccount, account_id_for
 from domain.loyalty_rules import LoyaltyRules
 from domain.member import Member
@@ -164,14 +167,106 @@ class UnitOfWork:
         return CommandResult(aggregate.id, aggregate.version, outcome.position)
 
 
+class ReservationOutcome(StrEnum):
+    """What `MemberService.reserve_email` found for one member (the backfill reports it)."""
+
+    RESERVED = "reserved"
+    ALREADY_HELD = "already_held"
+    CONFLICT = "conflict"
+    NO_EMAIL = "no_email"
+
+
 class MemberService:
     def __init__(
-        self, uow: UnitOfWork, clock: Clock, keys: DataKeyStore, rules: LoyaltyRules
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        keys: DataKeyStore,
+        rules: LoyaltyRules,
+        secret: str,
     ) -> None:
         self.uow = uow
         self.clock = clock
         self.keys = keys
         self.rules = rules
+        # Keys the email reservations' ids (see domain.email_reservation).
+        self._secret = secret
+
+    # -- one member per email ----------------------------------------------------------------
+
+    def _hold_email(self, session: Session, member_id: str, email: str) -> None:
+        """Reserve `email` for the member in this unit of work, or fail with CONFLICT.
+
+        A reservation whose holder no longer has that address — erased (their data key is
+        gone), or holding another address after an interrupted write or before the backfill
+        — is stale: it is released and taken over in the same save, so an address can never
+        stay locked by someone who does not use it.
+        """
+        reservation_key = reservation_id(self._secret, email)
+        reservation = session.find(EmailReservation, reservation_key)
+        if reservation is None:
+            session.add(EmailReservation.take(reservation_key, member_id))
+            return
+        holder = reservation.holder
+        if holder is not None and holder != member_id and not self._still_uses(
+            session, holder, email
+        ):
+            reservation.release(holder)
+        reservation.hold_for(member_id)
+
+    def _still_uses(self, session: Session, member_id: str, email: str) -> bool:
+        member = session.find(Member, UUID(member_id))
+        if member is None or member.erased or not member.personal:
+            return False
+        current = member.personal.get("email")
+        return isinstance(current, str) and email_key(current) == email_key(email)
+
+    def _release_email(self, session: Session, member_id: str, email: str) -> None:
+        reservation = session.find(EmailReservation, reservation_id(self._secret, email))
+        if reservation is not None:
+            reservation.release(member_id)
+
+    def reserve_email(self, member_id: UUID) -> ReservationOutcome:
+        """Give an existing member the reservation of their email (the upgrade backfill).
+
+        Members registered before reservations existed have none; run over every member in
+        registration order, the first to register an address keeps it and later duplicates
+        are reported as CONFLICT (by id) for staff to resolve. Safe beside live traffic: it
+        is an ordinary unit of work.
+        """
+
+        def decide(session: Session) -> ReservationOutcome:
+            member = session.get(Member, member_id)
+            email = (member.personal or {}).get("email") if not member.erased else None
+            if not isinstance(email, str):
+                return ReservationOutcome.NO_EMAIL
+            existing = session.find(EmailReservation, reservation_id(self._secret, email))
+            if existing is not None and existing.holder == str(member_id):
+                return ReservationOutcome.ALREADY_HELD
+            try:
+                self._hold_email(session, str(member_id), email)
+            except ConflictError:
+                return ReservationOutcome.CONFLICT
+            return ReservationOutcome.RESERVED
+
+        return self.uow.run(decide).value
+
+    def reserve_all_emails(self, batch_size: int = 500) -> dict[ReservationOutcome, list[str]]:
+        """`reserve_email` for every member ever registered, oldest first, read from the
+        event store itself (not a read model that may lag). Returns member ids by outcome."""
+        report: dict[ReservationOutcome, list[str]] = {o: [] for o in ReservationOutcome}
+        # The application's recorder is an ApplicationRecorder: it lists notifications.
+        recorder: Any = self.uow.app.recorder
+        topic = get_topic(Member.Registered)
+        start = 1
+        while True:
+            batch = recorder.select_notifications(start, batch_size, topics=[topic])
+            for notification in batch:
+                member_id = notification.originator_id
+                report[self.reserve_email(UUID(str(member_id)))].append(str(member_id))
+            if len(batch) < batch_size:
+                return report
+            start = batch[-1].id + 1
 
     def get(self, member_id: UUID, version: int | None = None) -> Member:
         if version is None:
@@ -190,6 +285,7 @@ class MemberService:
         def decide(session: Session) -> Member:
             now = self.clock.now()
             member = session.add(Member.register(details, now.date(), meta))
+            self._hold_email(session, str(member.id), member.personal["email"])
             account = session.add(LoyaltyAccount.open(str(member.id), now, meta))
             if self.rules.welcome_coupon_value:
                 terms = CouponTerms("fixed", self.rules.welcome_coupon_value,
@@ -210,7 +306,17 @@ class MemberService:
         def decide(session: Session) -> Member:
             now = self.clock.now()
             member = session.get(Member, member_id)
+            before = member.personal.get("email") if member.personal else None
             member.update_profile(changes, now.date(), meta)
+            after = member.personal.get("email") if member.personal else None
+            if isinstance(after, str) and (
+                before is None or email_key(after) != email_key(before)
+            ):
+                # Release and take in the same save: the old address is free exactly when
+                # the new one is held.
+                if before is not None:
+                    self._release_email(session, str(member_id), before)
+                self._hold_email(session, str(member_id), after)
             account = session.find(LoyaltyAccount, account_id_for(str(member_id)))
             if account is None:
                 account = session.add(LoyaltyAccount.open(str(member_id), now, meta))
@@ -253,10 +359,24 @@ class MemberService:
 
     def erase(self, member_id: UUID, meta: EventMetadata) -> CommandResult:
         """Destroy the key first: if recording the event then fails, a retry completes it,
-        and the personal data is already unreadable in the meantime."""
+        and the personal data is already unreadable in the meantime.
 
-        def decide(member: Member) -> None:
+        The email's reservation is released in the same save, so the address can register
+        again. The address is read while the key still exists and kept across retries; if
+        the key was destroyed by an earlier, interrupted erasure, the reservation is left
+        behind but is stale (its holder is erased) and the next registration takes it over.
+        """
+        emails: list[str] = []
+
+        def decide(session: Session) -> Member:
+            member = session.get(Member, member_id)
+            email = (member.personal or {}).get("email")
+            if isinstance(email, str) and not emails:
+                emails.append(email)
             member.erase(meta)  # validates (reason, not yet erased) before anything happens
+            for held in emails:
+                self._release_email(session, str(member_id), held)
             self.keys.destroy(str(member.id))
+            return member
 
-        return self.uow.change(Member, member_id, decide)
+        return self.uow.result_of(self.uow.run(decide))

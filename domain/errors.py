@@ -96,3 +96,9 @@ class IdempotencyConflictError(DomainError):
 
 class LimitExceededError(DomainError):
     code = ErrorCode.LIMIT_EXCEEDED
+
+
+class ConflictError(DomainError):
+    """The command would take something another holds (an email another member uses)."""
+
+    code = ErrorCode.CONFLICT

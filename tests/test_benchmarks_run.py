@@ -22,6 +22,8 @@ TINY = {
                  "--demo-members", "4", "--demo-days", "30"],
     "tracking": ["--shipments", "4", "--updates", "16", "--warmup", "2", "--concurrency", "2",
                  "--subscribers", "2", "--latency-updates", "4"],
+    "registration": ["--registrations", "8", "--concurrency", "2", "--groups", "3",
+                     "--warmup", "2"],
     "behaviour": ["--clients", "2", "--batches", "8", "--batch-size", "20", "--warmup", "2",
                   "--history", "1200", "--latency-calls", "10", "--latency-warmup", "2"],
 }
@@ -34,6 +36,8 @@ EXPECTED = {
                  "loyalty_rebuild_events_per_s", "read_decode_events_per_s"),
     "tracking": ("http_updates_per_s", "direct_updates_per_s", "ratio_http_to_direct",
                  "notify_received", "notify_from_sent_p50_ms"),
+    "registration": ("reserved_registrations_per_s", "baseline_registrations_per_s",
+                     "ratio_reserved_to_baseline", "contended_winners"),
     "behaviour": ("http_events_per_s", "direct_events_per_s", "ratio_http_to_direct",
                   "member_command_before_p50_ms", "member_command_after_p50_ms",
                   "projection_events_per_s"),

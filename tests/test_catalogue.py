@@ -376,6 +376,8 @@ async def test_anyone_pages_through_the_catalogue_by_category_availability_and_n
     assert ids(await page(available=False)) == ["T-2"]
     assert ids(await page(search="100%")) == ["M-1"]  # a wildcard character is literal
     assert ids(await page(search="0%")) == ["M-1"]
+    assert ids(await page(search="0_")) == []  # `_` too: as a wildcard it would match "00"
+    assert ids(await page(search="tea/")) == []  # and the escape character itself
     assert ids(await page(category="toys")) == []
 
     body = await gql(client, PAGE, {"after": "not-a-cursor"})

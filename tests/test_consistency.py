@@ -46,8 +46,9 @@ async def test_a_query_waits_for_the_clients_own_writes_then_fails_typed_when_th
     stalled_client: httpx.AsyncClient, stalled_runtime: Runtime
 ) -> None:
     payload = data(await gql(stalled_client, REGISTER))["registerMember"]
-    # Registration records the member, their loyalty account and a welcome coupon.
-    assert payload["position"] == stalled_runtime.runner.head() == 3
+    # Registration records the member, their email's reservation, their loyalty account
+    # and a welcome coupon.
+    assert payload["position"] == stalled_runtime.runner.head() == 4
     assert payload["member"] is None  # the write happened; the read model has not caught up
     token = payload["token"]
 

@@ -539,7 +539,10 @@ class MemberFilterInput:
     tag: str | None = None
     city: str | None = None
     search: str | None = strawberry.field(
-        default=None, description="Matches name or email (case-insensitive) or the member id."
+        default=None,
+        description="Matches part of the name or email (case-insensitive; % and _ match "
+        "themselves) or the whole member id. Personal data: callers who cannot see it "
+        "(auditors without the pii scope) get a FORBIDDEN error naming filter.search.",
     )
 
 
@@ -722,6 +725,12 @@ class MemberQueries:
         ctx = context(info)
         try:
             ctx.principal.require_role(Role.AGENT, Role.ADMIN, Role.AUDITOR)
+            if filter and filter.search is not None and not ctx.principal.sees_personal_data:
+                # Not an empty page: any answer, even a count, would confirm an address.
+                raise ForbiddenError(
+                    "searching members by name or email needs the personal-data (pii) "
+                    "scope; look a member up by id with member(id:)", "filter.search"
+                )
         except DomainError as error:
             raise ApiError.from_domain(error) from None
         size = page_size(info, first)
