@@ -69,6 +69,16 @@ class Settings:
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2000
+    # Every object a query may return costs 1; lists multiply (see api/schema/limits.py).
+    max_query_cost: int = 50_000
+    # Bodies of POST /graphql above this many bytes are refused with 413 while reading.
+    max_body_bytes: int = 1_048_576
+    # Rate limits in the `limits` notation ("300/minute", "10/second;300/minute"); empty: off.
+    # Anonymous calls are counted per client address, signed-in ones per token subject.
+    rate_limit_anonymous: str = "300/minute"
+    rate_limit_signed_in: str = "1200/minute"
+    # Where the counters live: memory:// (one server) or redis://host:6379 (shared).
+    rate_limit_storage: str = "memory://"
     projection_batch_size: int = 500
     projection_poll_interval: float = 0.5
     run_projections: bool = True
@@ -97,6 +107,13 @@ class Settings:
             read_your_writes_timeout=_float("PATRON_READ_YOUR_WRITES_TIMEOUT", 5.0),
             max_page_size=_int("PATRON_MAX_PAGE_SIZE", 100),
             max_query_depth=_int("PATRON_MAX_QUERY_DEPTH", 12),
+            max_aliases=_int("PATRON_MAX_ALIASES", 30),
+            max_tokens=_int("PATRON_MAX_TOKENS", 2000),
+            max_query_cost=_int("PATRON_MAX_QUERY_COST", 50_000),
+            max_body_bytes=_int("PATRON_MAX_BODY_BYTES", 1_048_576),
+            rate_limit_anonymous=os.environ.get("PATRON_RATE_LIMIT_ANONYMOUS", "300/minute"),
+            rate_limit_signed_in=os.environ.get("PATRON_RATE_LIMIT_SIGNED_IN", "1200/minute"),
+            rate_limit_storage=os.environ.get("PATRON_RATE_LIMIT_STORAGE", "memory://"),
             projection_batch_size=_int("PATRON_PROJECTION_BATCH_SIZE", 500),
             projection_poll_interval=_float("PATRON_PROJECTION_POLL_INTERVAL", 0.5),
             run_projections=_bool("PATRON_RUN_PROJECTIONS", True),
