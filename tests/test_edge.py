@@ -143,18 +143,30 @@ async def test_the_nested_members_query_thirty_times_is_refused_with_its_cost(
 async def test_first_from_variables_prices_the_connection(client: httpx.AsyncClient) -> None:
     query = (
         "query Q($n: Int, $m: Int) { members(first: $n) { edges { node { "
-        "orders(first: $m) { totalCount } } } } }"
+        "orders(first: $m) { edges { node { shipments { id } } } } } } } }"
     )
     admin = token_for(Role.ADMIN, "admin-1")
     small = await gql(client, query, {"n": 2, "m": 3}, token=admin)
     assert data(small)["members"]["edges"] == []
-    assert small["extensions"]["cost"]["requested"] == 2 * (1 + 3)
+    # Each order with its shipments (a list, about 10) costs 1 + 10.
+    assert small["extensions"]["cost"]["requested"] == 2 * (1 + 3 * 11)
     defaults = await gql(client, query, {}, token=admin)
     # Without `first` the default page size (20) is what the server would return.
-    assert defaults["extensions"]["cost"]["requested"] == 20 * (1 + 20)
-    costly = await gql(client, query, {"n": 100, "m": 1000}, token=admin)
+    assert defaults["extensions"]["cost"]["requested"] == 20 * (1 + 20 * 11)
+    costly = await gql(client, query, {"n": 100, "m": 100}, token=admin)
     assert error_code(costly) == "QUERY_TOO_COSTLY"
-    assert costly["errors"][0]["extensions"]["cost"] == 100 * (1 + 1000)
+    assert costly["errors"][0]["extensions"]["cost"] == 100 * (1 + 100 * 11)
+
+
+async def test_a_first_above_the_page_size_is_a_validation_error_not_a_cost(
+    client: httpx.AsyncClient,
+) -> None:
+    body = await gql(client, "{ members(first: 100000) { totalCount } }",
+                     token=token_for(Role.ADMIN, "admin-1"))
+    assert error_code(body) == "VALIDATION"
+    assert body["errors"][0]["extensions"]["field"] == "first"
+    # Priced at the most a page can hold.
+    assert body["extensions"]["cost"]["requested"] == 100
 
 
 async def test_the_cost_limit_is_a_setting(database_url: str) -> None:

@@ -142,9 +142,9 @@ class PatronSchema(strawberry.Schema):
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     if settings is None:
-        return _schema(Limits(12, 30, 50_000, 20), 2000)
+        return _schema(Limits(12, 30, 50_000, 20, 100), 2000)
     limits = Limits(settings.max_query_depth, settings.max_aliases, settings.max_query_cost,
-                    settings.default_page_size)
+                    settings.default_page_size, settings.max_page_size)
     return _schema(limits, settings.max_tokens)
 
 

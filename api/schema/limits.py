@@ -8,7 +8,8 @@ result memoised, so the work is linear in the document however often fragments a
 The same walk prices the query the way GitHub and Shopify do: every object the query may
 return costs 1, and a field that returns many multiplies the cost of what is under it by how
 many it may return: a connection by its `first` argument (from the literal or the request's
-variables, else the default page size), a plain list by `LIST_ESTIMATE`. A connection's own
+variables, else the default page size; at most the maximum page size), a plain list by
+`LIST_ESTIMATE`. A connection's own
 `edges`, `node` and `pageInfo` are the same rows and add nothing. Scalars and introspection
 cost nothing. A request above the maximum is refused before execution with QUERY_TOO_COSTLY
 and its cost; an accepted one reports `extensions.cost`.
@@ -55,6 +56,7 @@ class Limits:
     max_aliases: int
     max_cost: int
     default_page_size: int
+    max_page_size: int
 
 
 @dataclass
@@ -73,6 +75,7 @@ class _Walk:
     variables: Mapping[str, Any]
     variable_defaults: Mapping[str, Any]
     default_page_size: int
+    max_page_size: int
     memo: dict[str, Measure] = field(default_factory=dict)
     visiting: set[str] = field(default_factory=set)
 
@@ -163,7 +166,9 @@ class _Walk:
         if isinstance(value, bool) or not isinstance(value, int):
             # Absent, null or not a number (coercion reports that): the default page size.
             return self.default_page_size
-        return max(value, 0)
+        # No connection returns more than a page (a larger `first` is a VALIDATION error of
+        # the field itself, which the client should see rather than a cost refusal).
+        return min(max(value, 0), self.max_page_size)
 
 
 def _is_connection_part(parent: Any) -> bool:
@@ -177,6 +182,7 @@ def measure(
     operation_name: str | None,
     variables: Mapping[str, Any] | None,
     default_page_size: int,
+    max_page_size: int,
 ) -> Measure:
     """The operation's depth, aliases and cost (the maximum over the operations that could
     run when the name does not pick one: validation then refuses the document anyway)."""
@@ -188,7 +194,7 @@ def measure(
         operations = [o for o in operations if o.name and o.name.value == operation_name]
     result = Measure()
     walk = _Walk(schema, fragments, variables if isinstance(variables, Mapping) else {}, {},
-                 default_page_size)
+                 default_page_size, max_page_size)
     for operation in operations:
         walk.variable_defaults = {
             d.variable.name.value: _int_literal(d.default_value)
@@ -233,7 +239,7 @@ class QueryLimits(SchemaExtension):
                            "(graphql-transport-ws), not over HTTP", "BAD_REQUEST")]
         limits = self.limits
         found = measure(execution.schema._schema, document, execution.operation_name,
-                        execution.variables, limits.default_page_size)
+                        execution.variables, limits.default_page_size, limits.max_page_size)
         errors = []
         if found.depth > limits.max_depth:
             errors.append(_error(f"the query's depth is {found.depth}; the maximum "
