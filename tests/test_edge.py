@@ -6,6 +6,7 @@ Every test drives the application over real ASGI HTTP on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -380,6 +381,16 @@ async def test_signed_in_calls_are_limited_per_subject(database_url: str) -> Non
         assert data(await gql(http, "{ caseReasons }", token=bob))
 
 
+async def test_concurrent_calls_beyond_the_limit_are_refused_exactly(
+    database_url: str,
+) -> None:
+    limits = {"rate_limit_anonymous": "5/minute"}
+    async with serving(database_url, client_address="10.0.0.3", **limits) as (http, _, _app):
+        responses = await asyncio.gather(*(
+            http.post("/graphql", json={"query": "{ caseReasons }"}) for _ in range(12)))
+        assert sorted(r.status_code for r in responses) == [200] * 5 + [429] * 7
+
+
 async def test_servers_sharing_redis_share_the_limit(database_url: str) -> None:
     redis = pytest.importorskip("redis")
     try:
@@ -387,15 +398,18 @@ async def test_servers_sharing_redis_share_the_limit(database_url: str) -> None:
     except redis.RedisError as error:
         pytest.skip(f"Redis is not reachable on 127.0.0.1:6379: {error}")
     # A fresh address per run, so counters left by other runs do not interfere.
-    address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
-    limits = {"rate_limit_anonymous": "2/minute", "rate_limit_storage": "redis://127.0.0.1:6379"}
+    octets = uuid.uuid4().bytes
+    address = f"10.{octets[0]}.{octets[1]}.{octets[2]}"
+    limits = {"rate_limit_anonymous": "3/minute", "rate_limit_storage": "redis://127.0.0.1:6379"}
     async with serving(database_url, client_address=address, **limits) as (first, runtime, _):
         # A second server: its own application and limiter, the same Redis.
         second_app = create_app(runtime=runtime, migrate_on_start=False, run_projections=False)
-        assert data(await gql(first, "{ caseReasons }"))
         transport = httpx.ASGITransport(app=second_app, client=(address, 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://patron.test") as two:
-            assert data(await gql(two, "{ caseReasons }"))
+            responses = await asyncio.gather(*(
+                (first if i % 2 else two).post("/graphql", json={"query": "{ caseReasons }"})
+                for i in range(10)))
+            assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 7
             refused = await gql(two, "{ caseReasons }", expect_status=429)
             assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
         await gql(first, "{ caseReasons }", expect_status=429)
