@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from cross_web import HTTPException
 from sqlalchemy import select, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from api.auth import principal_from_authorization
+from api.body_limit import BodyLimit
 from api.config import Settings
 from api.context import (
     RequestContext,
@@ -26,6 +28,8 @@ from api.context import (
     new_request_id,
     parse_min_position,
 )
+from api.http_errors import BadRequestError, error_response, parse_json_object
+from api.rate_limits import RateLimit, RatePolicy
 from api.runtime import Runtime, migrate, migrations_current
 from api.schema import build_schema
 from api.webhooks import carrier_webhook
@@ -56,6 +60,28 @@ class PatronGraphQL(GraphQL):
     def __init__(self, settings: Settings, holder: RuntimeHolder) -> None:
         super().__init__(build_schema(settings), graphql_ide="graphiql")
         self.holder = holder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """strawberry answers its HTTP refusals in plain text; ours are GraphQL-shaped."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as error:
+            request_id = scope.get("state", {}).get("request_id")
+            log.info("refused a malformed request %s: %s", request_id, error.reason)
+            response = error_response(error.status_code, error.reason, "BAD_REQUEST",
+                                      request_id=request_id)
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """Bodies and GET parameters: UTF-8 JSON objects, refused with 400 otherwise."""
+        try:
+            return parse_json_object(data.encode("utf-8", "surrogatepass")
+                                     if isinstance(data, str) else data)
+        except BadRequestError as error:
+            raise HTTPException(400, error.message) from None
 
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
         state = request.scope.setdefault("state", {})
@@ -190,7 +216,12 @@ def create_app(
             else:
                 active.runner.stop()
 
-    gate = RequestGate(PatronGraphQL(settings, holder), holder)
+    policy = RatePolicy.parse(settings.rate_limit_anonymous, settings.rate_limit_signed_in,
+                              settings.rate_limit_storage)
+    # The gate decodes the token; the rate limit counts by its subject before the body is
+    # read; the body limit reads it (bounded) before strawberry parses it.
+    graphql = BodyLimit(PatronGraphQL(settings, holder), settings.max_body_bytes)
+    gate = RequestGate(RateLimit(graphql, policy), holder)
     app = Starlette(
         routes=[
             Route("/graphql", gate, methods=["GET", "POST"]),

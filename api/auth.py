@@ -147,5 +147,16 @@ def principal_from_authorization(header: str | None, secret: str) -> Principal:
         raise AuthenticationError("token is invalid") from None
     if role not in TOKEN_ROLES:
         raise AuthenticationError("token carries an unknown role")
+    subject = str(claims["sub"])
+    if role is Role.MEMBER:
+        # Member ids are UUIDs everywhere (events, read models, PostgreSQL uuid columns): a
+        # correctly signed token with another subject was minted wrongly and is refused here,
+        # not discovered later by a query as an internal error.
+        try:
+            canonical = str(uuid.UUID(subject)) == subject
+        except ValueError:
+            canonical = False
+        if not canonical:
+            raise AuthenticationError("token is invalid: its subject is not a member id")
     scopes = frozenset(str(claims.get("scope", "")).split())
-    return Principal(subject=str(claims["sub"]), role=role, scopes=scopes)
+    return Principal(subject=subject, role=role, scopes=scopes)

@@ -78,6 +78,33 @@ async def list_orders(
     return await fetch_page(engine, query, count, first)
 
 
+async def first_order_pages(
+    engine: AsyncEngine, member_ids: list[str], first: int
+) -> dict[str, RowPage]:
+    """The first page of each member's orders, newest first, in two statements whatever
+    the number of members (for `Member.orders` under a list of members)."""
+    if not member_ids:
+        return {}
+    rank = func.row_number().over(
+        partition_by=orders.c.member_id,
+        order_by=(orders.c.placed_at.desc(), orders.c.order_id.desc()),
+    ).label("_rank")
+    ranked = select(orders, rank).where(orders.c.member_id.in_(member_ids)).subquery()
+    query = (select(ranked).where(ranked.c._rank <= first + 1)
+             .order_by(ranked.c.member_id, ranked.c._rank))
+    counts = (select(orders.c.member_id, func.count()).where(orders.c.member_id.in_(member_ids))
+              .group_by(orders.c.member_id))
+    async with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in await conn.execute(query)]
+        totals = {member: int(n) for member, n in (await conn.execute(counts)).all()}
+    by_member: dict[str, list[Row]] = {member: [] for member in member_ids}
+    for row in rows:
+        row.pop("_rank")
+        by_member[row["member_id"]].append(row)
+    return {member: RowPage(found[:first], len(found) > first, totals.get(member, 0))
+            for member, found in by_member.items()}
+
+
 # -- loyalty --------------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from limits import parse_many
+
 from domain.errors import DomainError
 from domain.loyalty_rules import LoyaltyRules
 from domain.recommendation.interactions import InteractionWeights
@@ -69,6 +71,16 @@ class Settings:
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2000
+    # Every object a query may return costs 1; lists multiply (see api/schema/limits.py).
+    max_query_cost: int = 50_000
+    # Bodies of POST /graphql above this many bytes are refused with 413 while reading.
+    max_body_bytes: int = 1_048_576
+    # Rate limits in the `limits` notation ("300/minute", "10/second;300/minute"); empty: off.
+    # Anonymous calls are counted per client address, signed-in ones per token subject.
+    rate_limit_anonymous: str = "300/minute"
+    rate_limit_signed_in: str = "1200/minute"
+    # Where the counters live: memory:// (one server) or redis://host:6379 (shared).
+    rate_limit_storage: str = "memory://"
     projection_batch_size: int = 500
     projection_poll_interval: float = 0.5
     run_projections: bool = True
@@ -97,6 +109,13 @@ class Settings:
             read_your_writes_timeout=_float("PATRON_READ_YOUR_WRITES_TIMEOUT", 5.0),
             max_page_size=_int("PATRON_MAX_PAGE_SIZE", 100),
             max_query_depth=_int("PATRON_MAX_QUERY_DEPTH", 12),
+            max_aliases=_int("PATRON_MAX_ALIASES", 30),
+            max_tokens=_int("PATRON_MAX_TOKENS", 2000),
+            max_query_cost=_int("PATRON_MAX_QUERY_COST", 50_000),
+            max_body_bytes=_int("PATRON_MAX_BODY_BYTES", 1_048_576),
+            rate_limit_anonymous=_rate_limit("PATRON_RATE_LIMIT_ANONYMOUS", "300/minute"),
+            rate_limit_signed_in=_rate_limit("PATRON_RATE_LIMIT_SIGNED_IN", "1200/minute"),
+            rate_limit_storage=_rate_limit_storage(),
             projection_batch_size=_int("PATRON_PROJECTION_BATCH_SIZE", 500),
             projection_poll_interval=_float("PATRON_PROJECTION_POLL_INTERVAL", 0.5),
             run_projections=_bool("PATRON_RUN_PROJECTIONS", True),
@@ -113,6 +132,32 @@ class Settings:
 
 
 MIN_SECRET_LENGTH = 32
+
+
+def _rate_limit(name: str, default: str) -> str:
+    """A rate limit in the `limits` notation ("300/minute", "10/second;300/minute"); an
+    empty value (set but blank) turns the limit off."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip():
+        try:
+            parse_many(raw.strip())
+        except ValueError:
+            raise ConfigurationError(
+                f"{name} must look like 300/minute or 10/second;300/minute, got {raw!r}"
+            ) from None
+    return raw.strip()
+
+
+def _rate_limit_storage() -> str:
+    raw = os.environ.get("PATRON_RATE_LIMIT_STORAGE", "").strip() or "memory://"
+    if not raw.startswith(("memory://", "redis://", "rediss://")):
+        raise ConfigurationError(
+            "PATRON_RATE_LIMIT_STORAGE must be memory:// or redis://host:port, got "
+            f"{raw.split('://')[0]!r}://…"
+        )
+    return raw
 
 
 def _carrier_secrets() -> dict[str, str]:

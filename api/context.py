@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from api.auth import Principal
+from api.loaders import Loaders
 from api.runtime import Runtime
 from api.service import CommandResult
 from domain.errors import ValidationError
@@ -36,6 +37,14 @@ class RequestContext:
     channel_header: str | None
     min_position: int
     response_headers: dict[str, str]
+    _loaders: Loaders | None = field(default=None, repr=False)
+
+    @property
+    def loaders(self) -> Loaders:
+        """This request's DataLoaders (made on first use)."""
+        if self._loaders is None:
+            self._loaders = Loaders(self.runtime.async_engine)
+        return self._loaders
 
     @property
     def channel(self) -> Channel:

@@ -63,6 +63,22 @@ async def order_shipments(engine: AsyncEngine, order_id: str) -> list[Row]:
     )
 
 
+async def shipments_of_orders(engine: AsyncEngine, order_ids: list[str]) -> dict[str, list[Row]]:
+    """Each order's parcels, oldest first, in one statement (for `Order.shipments` under a
+    list of orders)."""
+    found: dict[str, list[Row]] = {order_id: [] for order_id in order_ids}
+    if not order_ids:
+        return found
+    rows = await fetch_rows(
+        engine,
+        select(shipment_tracking).where(shipment_tracking.c.order_id.in_(order_ids))
+        .order_by(shipment_tracking.c.created_at, shipment_tracking.c.shipment_id),
+    )
+    for row in rows:
+        found[row["order_id"]].append(row)
+    return found
+
+
 def shipment_cursor(row: Row) -> str:
     created = as_utc(row["created_at"])
     assert created is not None

@@ -122,6 +122,10 @@ def settings(database_url: str) -> Settings:
         # Tests that tick the scheduler must not train a model on every tick; the
         # scheduled training has its own tests, which turn it on.
         recommender_retrain_hours=0.0,
+        # Tests send many requests from one address; the rate limiter has its own tests
+        # (tests/test_edge.py), which turn it on with low limits.
+        rate_limit_anonymous="",
+        rate_limit_signed_in="",
     )
 
 

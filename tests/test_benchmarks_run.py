@@ -26,6 +26,7 @@ TINY = {
                      "--warmup", "2"],
     "behaviour": ["--clients", "2", "--batches", "8", "--batch-size", "20", "--warmup", "2",
                   "--history", "1200", "--latency-calls", "10", "--latency-warmup", "2"],
+    "edge": ["--hostile", "200", "--concurrency", "2", "--probes", "50", "--repeats", "2"],
 }
 EXPECTED = {
     "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
@@ -41,6 +42,8 @@ EXPECTED = {
     "behaviour": ("http_events_per_s", "direct_events_per_s", "ratio_http_to_direct",
                   "member_command_before_p50_ms", "member_command_after_p50_ms",
                   "projection_events_per_s"),
+    "edge": ("hostile_per_s", "healthz_probes", "healthz_p50_ms", "bomb_refused_p50_ms",
+             "costly_refused_p50_ms", "bomb_parse_and_price_p50_ms"),
 }
 
 

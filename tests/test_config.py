@@ -445,3 +445,43 @@ def test_loyalty_rules_come_from_the_file_named_in_the_environment(
 def test_the_readme_explains_every_error_code() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert [code.value for code in ErrorCode if f"`{code.value}`" not in readme] == []
+
+
+# -- limits of the GraphQL edge -------------------------------------------------------------
+
+
+def test_edge_limits_have_defaults_and_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    for name in ("PATRON_MAX_QUERY_COST", "PATRON_MAX_BODY_BYTES", "PATRON_MAX_ALIASES",
+                 "PATRON_MAX_TOKENS", "PATRON_RATE_LIMIT_ANONYMOUS",
+                 "PATRON_RATE_LIMIT_SIGNED_IN", "PATRON_RATE_LIMIT_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.from_env(sqlite_url)
+    assert (settings.max_query_cost, settings.max_body_bytes) == (50_000, 1_048_576)
+    assert (settings.max_aliases, settings.max_tokens) == (30, 2000)
+    assert settings.rate_limit_anonymous == "300/minute"
+    assert settings.rate_limit_signed_in == "1200/minute"
+    assert settings.rate_limit_storage == "memory://"
+    monkeypatch.setenv("PATRON_MAX_QUERY_COST", "900")
+    monkeypatch.setenv("PATRON_RATE_LIMIT_ANONYMOUS", "5/second;100/hour")
+    monkeypatch.setenv("PATRON_RATE_LIMIT_SIGNED_IN", " ")
+    monkeypatch.setenv("PATRON_RATE_LIMIT_STORAGE", "redis://127.0.0.1:6379")
+    settings = Settings.from_env(sqlite_url)
+    assert settings.max_query_cost == 900
+    assert settings.rate_limit_anonymous == "5/second;100/hour"
+    assert settings.rate_limit_signed_in == ""
+    assert settings.rate_limit_storage == "redis://127.0.0.1:6379"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PATRON_RATE_LIMIT_ANONYMOUS", "lots"),
+    ("PATRON_RATE_LIMIT_SIGNED_IN", "10 per fortnight"),
+    ("PATRON_RATE_LIMIT_STORAGE", "postgres://db/rates"),
+])
+def test_a_malformed_rate_limit_setting_is_a_configuration_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env(sqlite_url)

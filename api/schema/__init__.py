@@ -8,19 +8,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import strawberry
 from graphql import GraphQLError
-from strawberry import relay
 from strawberry.extensions import (
-    AddValidationRules,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from api.config import Settings
@@ -38,8 +34,10 @@ from api.schema.common import (
     Long,
 )
 from api.schema.experiments import ExperimentMutations, ExperimentQueries
+from api.schema.limits import Limits, QueryLimits, ValidationAfterLimits
 from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscriptions
 from api.schema.members import MemberMutations, MemberQueries
+from api.schema.node import NodeQueries
 from api.schema.orders import OrderMutations, OrderQueries
 from api.schema.profiles import ProfileQueries
 from api.schema.recommendations import RecommenderMutations, RecommenderQueries
@@ -50,12 +48,7 @@ log = logging.getLogger("patron.api")
 
 
 def _query_type() -> type:
-    """A fresh Query per schema: strawberry binds relay's `node` field to one schema only."""
-
-    @strawberry.type
-    class NodeQueries:
-        node: relay.Node | None = relay.node(description="Any object by its global id.")
-
+    """A fresh Query per schema: strawberry binds a type's fields to one schema only."""
     return merge_types(
         "Query",
         (NodeQueries, MemberQueries, OrderQueries, LoyaltyQueries, ShipmentQueries,
@@ -127,20 +120,37 @@ class MaskUnexpectedErrors(MaskErrors):
         yield from super().on_operation()
 
 
+class PatronSchema(strawberry.Schema):
+    """Client mistakes are logged at INFO without a traceback (code, path and request id,
+    not the message, which may quote the client's input); unexpected errors are logged at
+    ERROR with the request id by MaskUnexpectedErrors."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        context = execution_context.context if execution_context else None
+        patron = context.get("patron") if isinstance(context, dict) else None
+        for error in errors:
+            original = error.original_error
+            if original is not None and not isinstance(original, GraphQLError):
+                continue
+            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION")
+            log.info("client error %s at %s (request %s)", code,
+                     ".".join(str(p) for p in error.path or []) or "operation",
+                     patron.request_id if patron else None)
+
+
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     if settings is None:
-        return _schema(12, 30, 2000)
-    return _schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens)
+        return _schema(Limits(12, 30, 50_000, 20, 100), 2000)
+    limits = Limits(settings.max_query_depth, settings.max_aliases, settings.max_query_cost,
+                    settings.default_page_size, settings.max_page_size)
+    return _schema(limits, settings.max_tokens)
 
 
 @functools.cache
-def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
-    # The limit rules are built once, so the validation cache (keyed by the rules) hits.
-    limits = [
-        *QueryDepthLimiter(max_depth=depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=aliases).validation_rules,
-    ]
-    return strawberry.Schema(
+def _schema(limits: Limits, tokens: int) -> strawberry.Schema:
+    return PatronSchema(
         query=_query_type(),
         mutation=Mutation,
         subscription=Subscription,
@@ -148,9 +158,11 @@ def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
             # Parsing and validating a document costs more than executing it; frontends send
             # the same few documents over and over, so both are cached.
             lambda: ParserCache(maxsize=512),
-            lambda: ValidationCache(maxsize=512),
+            # The token limit is the parser's: a long document is refused while parsing.
             lambda: MaxTokensLimiter(max_token_count=tokens),
-            lambda: AddValidationRules(limits),
+            # Depth, aliases and cost in linear time, before graphql-core's rules.
+            lambda: QueryLimits(limits),
+            lambda: ValidationAfterLimits(maxsize=512),
             ReadYourWrites,
             MaskUnexpectedErrors,
         ],

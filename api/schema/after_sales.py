@@ -32,11 +32,9 @@ from api.after_sales_readmodels import (
     service_kpis,
 )
 from api.auth import Principal
-from api.commerce_readmodels import get_orders
 from api.context import RequestContext
 from api.readmodels import (
     InvalidCursorError,
-    get_member_profiles,
     instant,
     required_instant,
 )
@@ -302,8 +300,7 @@ class CaseNode(relay.Node):
 
     @strawberry.field(description="The order the goods came with.")
     async def order(self, info: strawberry.Info) -> OrderNode | None:
-        rows = await get_orders(context(info).runtime.async_engine, [self.row["order_id"]])
-        row = rows.get(self.row["order_id"])
+        row = await context(info).loaders.orders.load(self.row["order_id"])
         return OrderNode.from_row(row) if row else None
 
     @strawberry.field(description="The member's global id.")
@@ -314,9 +311,8 @@ class CaseNode(relay.Node):
     async def member(self, info: strawberry.Info) -> MemberNode | None:
         if not self.staff_view(info):
             return None
-        member_id = self.row["member_id"]
-        rows = await get_member_profiles(context(info).runtime.async_engine, [member_id])
-        return MemberNode.from_row(rows[member_id]) if member_id in rows else None
+        row = await context(info).loaders.member_profiles.load(self.row["member_id"])
+        return MemberNode.from_row(row) if row else None
 
     @strawberry.field(description="What the member asks for; it decides the case's path.")
     def type(self) -> CaseType:  # type: ignore[valid-type]

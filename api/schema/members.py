@@ -336,10 +336,17 @@ class MemberNode(relay.Node):
     async def orders(
         self, info: strawberry.Info, first: int | None = None, after: str | None = None
     ) -> Connection[Annotated[OrderNode, strawberry.lazy("api.schema.orders")]]:
-        from api.commerce_readmodels import OrderFilter
-        from api.schema.orders import orders_connection
+        from api.commerce_readmodels import OrderFilter, order_cursor
+        from api.schema.orders import OrderNode, orders_connection
 
-        return await orders_connection(info, OrderFilter(member_id=self.key), first, after)
+        if after is not None:
+            return await orders_connection(info, OrderFilter(member_id=self.key), first, after)
+        # A first page: batched with the other members' of this request (DataLoader).
+        page = await context(info).loaders.member_orders.load((self.key, page_size(info, first)))
+        return make_connection(
+            [OrderNode.from_row(r) for r in page.rows], [order_cursor(r) for r in page.rows],
+            has_next=page.has_next, has_previous=False, total=page.total,
+        )
 
     @strawberry.field(description="Points, lots, ledger and tier.")
     async def loyalty(

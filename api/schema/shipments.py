@@ -694,7 +694,7 @@ def _readable(ctx: RequestContext) -> None:
 async def order_shipments(info: strawberry.Info, order_id: str) -> list[ShipmentNode]:
     """An order's parcels, oldest first (for `Order.shipments`; the order is already visible)."""
     ctx = context(info)
-    rows = await order_shipment_rows(ctx.runtime.async_engine, order_id)
+    rows = await ctx.loaders.order_shipments.load(order_id)
     return [ShipmentNode.from_row(r) for r in rows
             if ctx.principal.can_read_member(r["member_id"])]
 
