@@ -654,7 +654,7 @@ async def test_bad_order_input_is_a_typed_error_and_records_nothing(
     # The welcome coupon is valid for 30 days; after that it cannot be used.
     clock.advance(timedelta(days=31))
     coupon = await welcome_coupon(client, ann)
-    assert (coupon["status"], coupon["usable"]) == ("AVAILABLE", False)
+    assert (coupon["status"], coupon["usable"]) == ("EXPIRED", False)
     expired = error_of(await mutate(client, PLACE_ORDER, {
         "lines": good, "couponId": coupon["id"], "idempotencyKey": "k2"}, ann.token))
     assert (expired["code"], expired["field"]) == ("VALIDATION", "couponId")
