@@ -69,6 +69,9 @@ class Settings:
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2000
+    # The longest text any argument may be (api/schema/hygiene.py); fields have their own,
+    # usually smaller, limits on top.
+    max_input_length: int = 10_000
     projection_batch_size: int = 500
     projection_poll_interval: float = 0.5
     run_projections: bool = True
@@ -97,6 +100,7 @@ class Settings:
             read_your_writes_timeout=_float("PATRON_READ_YOUR_WRITES_TIMEOUT", 5.0),
             max_page_size=_int("PATRON_MAX_PAGE_SIZE", 100),
             max_query_depth=_int("PATRON_MAX_QUERY_DEPTH", 12),
+            max_input_length=_int("PATRON_MAX_INPUT_LENGTH", 10_000),
             projection_batch_size=_int("PATRON_PROJECTION_BATCH_SIZE", 500),
             projection_poll_interval=_float("PATRON_PROJECTION_POLL_INTERVAL", 0.5),
             run_projections=_bool("PATRON_RUN_PROJECTIONS", True),

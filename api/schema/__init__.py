@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import strawberry
-from graphql import GraphQLError
 from strawberry import relay
 from strawberry.extensions import (
     AddValidationRules,
-    MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -37,7 +35,9 @@ from api.schema.common import (
     EventPosition,
     Long,
 )
+from api.schema.errors import MaskUnexpectedErrors, PatronSchema
 from api.schema.experiments import ExperimentMutations, ExperimentQueries
+from api.schema.hygiene import SCALARS, InputHygiene, hygienic_executor
 from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscriptions
 from api.schema.members import MemberMutations, MemberQueries
 from api.schema.orders import OrderMutations, OrderQueries
@@ -93,54 +93,21 @@ class ReadYourWrites(SchemaExtension):
         yield
 
 
-class MaskUnexpectedErrors(MaskErrors):
-    """Expected failures keep their message and code; anything else is logged and masked."""
-
-    def __init__(self) -> None:
-        super().__init__(should_mask_error=self._is_unexpected)
-
-    @staticmethod
-    def _is_unexpected(error: GraphQLError) -> bool:
-        original = error.original_error
-        return original is not None and not isinstance(original, GraphQLError)
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        context = self.execution_context.context or {}
-        patron = context.get("patron") if isinstance(context, dict) else None
-        request_id = patron.request_id if patron else None
-        log.error(
-            "unexpected error in %s (request %s)",
-            ".".join(str(p) for p in error.path or []) or "operation",
-            request_id,
-            exc_info=error.original_error,
-        )
-        return GraphQLError(
-            message=f"Internal error; quote request id {request_id} when reporting it.",
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            extensions={"code": "INTERNAL", "requestId": request_id},
-        )
-
-    def on_operation(self) -> Iterator[None]:
-        yield from super().on_operation()
-
-
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     if settings is None:
-        return _schema(12, 30, 2000)
-    return _schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens)
+        return _schema(12, 30, 2000, Settings.max_input_length)
+    return _schema(settings.max_query_depth, settings.max_aliases, settings.max_tokens,
+                   settings.max_input_length)
 
 
 @functools.cache
-def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
+def _schema(depth: int, aliases: int, tokens: int, max_input_length: int) -> strawberry.Schema:
     # The limit rules are built once, so the validation cache (keyed by the rules) hits.
     limits = [
         *QueryDepthLimiter(max_depth=depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=aliases).validation_rules,
     ]
-    return strawberry.Schema(
+    return PatronSchema(
         query=_query_type(),
         mutation=Mutation,
         subscription=Subscription,
@@ -151,11 +118,14 @@ def _schema(depth: int, aliases: int, tokens: int) -> strawberry.Schema:
             lambda: ValidationCache(maxsize=512),
             lambda: MaxTokensLimiter(max_token_count=tokens),
             lambda: AddValidationRules(limits),
+            lambda: InputHygiene(max_input_length),
             ReadYourWrites,
             MaskUnexpectedErrors,
         ],
+        # Every argument passes the input-hygiene layer (api/schema/hygiene.py).
+        execution_context_class=hygienic_executor(max_input_length),
         config=StrawberryConfig(
-            scalar_map={EventPosition: EVENT_POSITION_SCALAR, Long: LONG_SCALAR}
+            scalar_map={EventPosition: EVENT_POSITION_SCALAR, Long: LONG_SCALAR, **SCALARS}
         ),
     )
 
