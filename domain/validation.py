@@ -74,7 +74,11 @@ def refuse_unstorable(state: Any, path: str = "") -> None:
     Texts are checked for control characters only (their lengths are each rule's own
     business); dates and times against `moment_problem`, except that a time without a zone
     is left to the rule that made it (the event store records what it is given).
+    Every event passes here, so the common case (nothing wrong) takes one quick pass that
+    builds no paths; only a value found wrong is looked for again, to be named.
     """
+    if _storable(state):
+        return
     stack: list[tuple[str, Any]] = [(path, state)]
     while stack:
         where, value = stack.pop()
@@ -83,9 +87,7 @@ def refuse_unstorable(state: Any, path: str = "") -> None:
             if problem:
                 raise ValidationError(f"{where or 'text'} {problem}", where or None)
         elif isinstance(value, date):
-            if isinstance(value, datetime) and value.tzinfo is None:
-                continue
-            problem = moment_problem(value)
+            problem = _moment(value)
             if problem:
                 raise ValidationError(f"{where or 'moment'} {problem}", where or None)
         elif isinstance(value, Mapping):
@@ -97,6 +99,37 @@ def refuse_unstorable(state: Any, path: str = "") -> None:
         elif isinstance(value, list | tuple | set | frozenset):
             stack.extend((f"{where}.{index}" if where else str(index), item)
                          for index, item in enumerate(value))
+
+
+def _moment(value: date) -> str | None:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return None
+    return moment_problem(value)
+
+
+def _storable(value: Any) -> bool:
+    """Whether nothing in `value` breaks a rule (see `refuse_unstorable`), quickly."""
+    stack = [value]
+    search = _UNSTORABLE.search
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if search(item):
+                return False
+        elif kind is dict:
+            for key, inner in item.items():
+                if type(key) is str and search(key):
+                    return False
+                stack.append(inner)
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif isinstance(item, date):
+            if _moment(item):
+                return False
+        elif isinstance(item, str | Mapping | list | tuple | set | frozenset):
+            return False  # a subclass or another container: let the full pass judge it
+    return True
 
 
 def enum_value(enum: type[StrEnum], value: Any, field: str) -> str:
