@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -291,6 +292,22 @@ async def test_every_mistake_is_named(client: httpx.AsyncClient) -> None:
     fields = {e["extensions"]["field"] for e in body["errors"]}
     assert {e["extensions"]["code"] for e in body["errors"]} == {"VALIDATION"}
     assert "input.releasedOn" in fields
+
+
+async def test_client_mistakes_are_logged_at_info_without_what_was_sent(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="patron.api"):
+        body = await gql(client, REGISTER, {"input": {"name": "Secret\u0000Name",
+                                                      "email": "ann@example.com"}},
+                         headers={"X-Request-Id": "req-nul"})
+    only_error(body)
+    records = [r for r in caplog.records if r.name == "patron.api"]
+    assert [r.levelno for r in records] == [logging.INFO]
+    assert records[0].exc_info is None
+    assert "VALIDATION" in records[0].getMessage()
+    assert "input.name" in records[0].getMessage() and "req-nul" in records[0].getMessage()
+    assert "Secret" not in caplog.text
 
 
 async def test_graphql_validation_errors_are_typed_too(client: httpx.AsyncClient) -> None:

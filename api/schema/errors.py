@@ -93,13 +93,8 @@ class MaskUnexpectedErrors(MaskErrors):
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         if not is_unexpected(error):
             return typed(error)
+        # Logged (at ERROR, with its traceback) by PatronSchema.process_errors.
         request_id = _request_id(self.execution_context)
-        log.error(
-            "unexpected error in %s (request %s)",
-            ".".join(str(p) for p in error.path or []) or "operation",
-            request_id,
-            exc_info=error.original_error,
-        )
         return GraphQLError(
             message=f"Internal error; quote request id {request_id} when reporting it.",
             nodes=error.nodes,
@@ -114,16 +109,21 @@ class MaskUnexpectedErrors(MaskErrors):
 
 
 class PatronSchema(strawberry.Schema):
-    """Every error passes here before it is answered (and before masking): graphql-core's
-    reports about the request get the code VALIDATION; expected errors are logged at INFO
-    without traceback; bugs are logged (at ERROR, with the request id) where they are
-    masked."""
+    """Every error passes here once, before it is answered (and before masking):
+    graphql-core's reports about the request get the code VALIDATION; expected errors are
+    logged at INFO without traceback; bugs at ERROR with their traceback and request id."""
 
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
         request_id = _request_id(execution_context)
         for error in errors:
             if is_unexpected(error):
+                log.error(
+                    "unexpected error in %s (request %s)",
+                    ".".join(str(p) for p in error.path or []) or "operation",
+                    request_id,
+                    exc_info=error.original_error,
+                )
                 continue
             if is_request_error(error) or _is_coercion_error(error):
                 extensions = {**(error.extensions or {}), "code": CODE}
