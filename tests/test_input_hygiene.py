@@ -355,6 +355,21 @@ def test_a_nul_via_the_service_layer_is_refused_and_nothing_is_recorded(
     assert head(runtime) == before
 
 
+def test_a_nul_in_an_order_line_via_the_service_layer_is_refused(runtime: Runtime) -> None:
+    member = runtime.members.register({"name": "Ann Lee", "email": "ann@example.com"},
+                                      meta(Role.SYSTEM)).aggregate_id
+    lines = [{"product_id": "tea", "sku": "TEA", "name": "Tea", "quantity": 1,
+              "unit_price": 100},
+             {"product_id": "cup", "sku": "CUP", "name": "C\u0000up", "quantity": 1,
+              "unit_price": 100}]
+    own = EventMetadata(str(member), Role.MEMBER, Channel.WEB, "c", None, "r")
+    before = head(runtime)
+    with pytest.raises(ValidationError) as refused:
+        runtime.orders.place(member, lines, None, 0, "k-1", own)
+    assert refused.value.field is not None and refused.value.field.endswith("name")
+    assert head(runtime) == before
+
+
 def test_the_event_store_refuses_control_characters_in_any_event(runtime: Runtime) -> None:
     """Even a rule that forgot to check: the event store's mapper is the last line."""
     listed = runtime.catalogue.upsert({"product_id": "tea-1", "name": "Tea", "price": 1,
