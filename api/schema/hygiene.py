@@ -105,15 +105,20 @@ def _datetime(value: Any) -> dt.datetime:
     return parsed
 
 
+def _iso(value: Any) -> str:
+    """As strawberry's own Date and DateTime serialize (a date in a DateTime field too)."""
+    return str(value.isoformat())
+
+
 DATE_SCALAR = strawberry.scalar(
     name="Date",
-    serialize=dt.date.isoformat,
+    serialize=_iso,
     parse_value=_date,
     description="A calendar date, ISO 8601 (YYYY-MM-DD), within the years 1900-2200.",
 )
 DATETIME_SCALAR = strawberry.scalar(
     name="DateTime",
-    serialize=dt.datetime.isoformat,
+    serialize=_iso,
     parse_value=_datetime,
     description="A moment, ISO 8601 with a zone offset (e.g. 2024-05-01T09:00:00+08:00), "
                 "within the years 1900-2200.",
