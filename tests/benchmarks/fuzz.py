@@ -142,6 +142,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 1),
         "requests_per_s": round(tally.requests / elapsed, 1) if elapsed else None,
         "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
+        "answered_without_errors": tally.answered_without_errors,
         "codes": dict(sorted(tally.codes.items())),
         "server_errors": tally.server_errors,
         "internal_errors": tally.internal_errors,
