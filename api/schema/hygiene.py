@@ -195,12 +195,14 @@ def literal_problems(node: ValueNode, type_: GraphQLInputType, max_length: int,
         problem = text_problem(node.value, max_length)
         if problem:
             yield path, node, problem
-    elif isinstance(node, ListValueNode | ObjectValueNode):
-        # Any text inside a scalar's list or object literal.
-        children = (node.values if isinstance(node, ListValueNode)
-                    else [f.value for f in node.fields])
-        for index, child in enumerate(children):
+    elif isinstance(node, ListValueNode):
+        # Any text inside a scalar's list or object literal (a JSON input).
+        for index, child in enumerate(node.values):
             yield from literal_problems(child, type_, max_length, [*path, index])
+    elif isinstance(node, ObjectValueNode):
+        for field_node in node.fields:
+            yield from literal_problems(field_node.value, type_, max_length,
+                                        [*path, field_node.name.value])
 
 
 def _describe(path: Path, problem: str) -> str:
