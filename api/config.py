@@ -81,6 +81,9 @@ class Settings:
     rate_limit_signed_in: str = "1200/minute"
     # Where the counters live: memory:// (one server) or redis://host:6379 (shared).
     rate_limit_storage: str = "memory://"
+    # The longest text any argument may be (api/schema/hygiene.py); fields have their own,
+    # usually smaller, limits on top.
+    max_input_length: int = 10_000
     projection_batch_size: int = 500
     projection_poll_interval: float = 0.5
     run_projections: bool = True
@@ -116,6 +119,7 @@ class Settings:
             rate_limit_anonymous=_rate_limit("PATRON_RATE_LIMIT_ANONYMOUS", "300/minute"),
             rate_limit_signed_in=_rate_limit("PATRON_RATE_LIMIT_SIGNED_IN", "1200/minute"),
             rate_limit_storage=_rate_limit_storage(),
+            max_input_length=_int("PATRON_MAX_INPUT_LENGTH", 10_000),
             projection_batch_size=_int("PATRON_PROJECTION_BATCH_SIZE", 500),
             projection_poll_interval=_float("PATRON_PROJECTION_POLL_INTERVAL", 0.5),
             run_projections=_bool("PATRON_RUN_PROJECTIONS", True),

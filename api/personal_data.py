@@ -23,7 +23,8 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from domain.errors import ErasedError
+from domain.errors import ErasedError, ValidationError
+from domain.validation import refuse_unstorable
 from projections.tables import member_data_keys
 
 PERSONAL = "personal"
@@ -146,6 +147,23 @@ class PersonalDataCipher:
         return dict(json.loads(plaintext))
 
 
+def refuse_unstorable_event(state: dict[str, Any]) -> None:
+    """The last check before an event is recorded: any text or moment a read model could
+    not hold is refused (nothing of the command is saved) — whichever path built the event.
+
+    A field inside `personal` is named as the client knows it (`name`, not `personal.name`).
+    Snapshots are not checked: they only repeat what recorded events said.
+    """
+    try:
+        refuse_unstorable(state)
+    except ValidationError as error:
+        field = error.field
+        if field and field.startswith(f"{PERSONAL}."):
+            field = field[len(PERSONAL) + 1:]
+            raise ValidationError(f"{field} {error.message.split(' ', 1)[1]}", field) from None
+        raise
+
+
 class PersonalDataMapper(Mapper[Any]):
     """Encrypts the `personal` attribute of events and snapshots, nothing else.
 
@@ -157,6 +175,8 @@ class PersonalDataMapper(Mapper[Any]):
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         state = dict(vars(domain_event))
+        if not isinstance(domain_event, Snapshot):
+            refuse_unstorable_event(state)
         if isinstance(domain_event, Snapshot):
             inner = dict(state["state"])
             if inner.get(PERSONAL) is not None:

@@ -33,6 +33,7 @@ from eventsourcing.domain import Aggregate
 from domain.errors import ValidationError
 from domain.metadata import MAX_REASON_LENGTH, EventMetadata
 from domain.segments import require_admin
+from domain.validation import text_value
 
 CATALOGUE_NAMESPACE = UUID("9c3e7a14-5b2d-4f86-a1c0-3d8e6f2b7a59")
 
@@ -175,6 +176,9 @@ def validate_product(fields: Mapping[str, Any], *, today: date) -> dict[str, Any
     unknown = sorted(set(fields) - set(PRODUCT_FIELDS))
     if unknown:
         raise ValidationError(f"unknown product field {unknown[0]!r}", unknown[0])
+    for field in PRODUCT_FIELDS:
+        if isinstance(fields.get(field), str):
+            text_value(fields[field], field)  # no control characters in any text
     return {
         "product_id": product_id_value(fields.get("product_id")),
         "name": _name(fields.get("name")),

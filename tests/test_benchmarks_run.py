@@ -27,6 +27,7 @@ TINY = {
     "behaviour": ["--clients", "2", "--batches", "8", "--batch-size", "20", "--warmup", "2",
                   "--history", "1200", "--latency-calls", "10", "--latency-warmup", "2"],
     "edge": ["--hostile", "200", "--concurrency", "2", "--probes", "50", "--repeats", "2"],
+    "fuzz": ["--requests", "40"],
 }
 EXPECTED = {
     "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
@@ -44,6 +45,7 @@ EXPECTED = {
                   "projection_events_per_s"),
     "edge": ("hostile_per_s", "healthz_probes", "healthz_p50_ms", "bomb_refused_p50_ms",
              "costly_refused_p50_ms", "bomb_parse_and_price_p50_ms"),
+    "fuzz": ("requests", "requests_per_s"),
 }
 
 

@@ -159,7 +159,7 @@ async def test_an_unknown_channel_header_is_a_typed_error(client: httpx.AsyncCli
     [
         ({"name": "   ", "email": "a@example.com"}, "name", "VALIDATION"),
         ({"name": "Ann", "email": "not-an-email"}, "email", "VALIDATION"),
-        ({"name": "Ann", "email": "a@example.com", "birthday": "2999-01-01"}, "birthday",
+        ({"name": "Ann", "email": "a@example.com", "birthday": "2199-01-01"}, "birthday",
          "VALIDATION"),
         ({"name": "Ann", "email": "a@example.com", "phone": "call me"}, "phone", "VALIDATION"),
         ({"name": "Ann", "email": "a@example.com", "language": "English!"}, "language",

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.extensions import (
-    MaskErrors,
     MaxTokensLimiter,
     ParserCache,
     SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from api.config import Settings
@@ -33,7 +30,9 @@ from api.schema.common import (
     EventPosition,
     Long,
 )
+from api.schema.errors import MaskUnexpectedErrors, PatronSchema
 from api.schema.experiments import ExperimentMutations, ExperimentQueries
+from api.schema.hygiene import SCALARS, InputHygiene, hygienic_executor
 from api.schema.limits import Limits, QueryLimits, ValidationAfterLimits
 from api.schema.loyalty import LoyaltyMutations, LoyaltyQueries, LoyaltySubscriptions
 from api.schema.members import MemberMutations, MemberQueries
@@ -86,70 +85,16 @@ class ReadYourWrites(SchemaExtension):
         yield
 
 
-class MaskUnexpectedErrors(MaskErrors):
-    """Expected failures keep their message and code; anything else is logged and masked."""
-
-    def __init__(self) -> None:
-        super().__init__(should_mask_error=self._is_unexpected)
-
-    @staticmethod
-    def _is_unexpected(error: GraphQLError) -> bool:
-        original = error.original_error
-        return original is not None and not isinstance(original, GraphQLError)
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        context = self.execution_context.context or {}
-        patron = context.get("patron") if isinstance(context, dict) else None
-        request_id = patron.request_id if patron else None
-        log.error(
-            "unexpected error in %s (request %s)",
-            ".".join(str(p) for p in error.path or []) or "operation",
-            request_id,
-            exc_info=error.original_error,
-        )
-        return GraphQLError(
-            message=f"Internal error; quote request id {request_id} when reporting it.",
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            extensions={"code": "INTERNAL", "requestId": request_id},
-        )
-
-    def on_operation(self) -> Iterator[None]:
-        yield from super().on_operation()
-
-
-class PatronSchema(strawberry.Schema):
-    """Client mistakes are logged at INFO without a traceback (code, path and request id,
-    not the message, which may quote the client's input); unexpected errors are logged at
-    ERROR with the request id by MaskUnexpectedErrors."""
-
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        context = execution_context.context if execution_context else None
-        patron = context.get("patron") if isinstance(context, dict) else None
-        for error in errors:
-            original = error.original_error
-            if original is not None and not isinstance(original, GraphQLError):
-                continue
-            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION")
-            log.info("client error %s at %s (request %s)", code,
-                     ".".join(str(p) for p in error.path or []) or "operation",
-                     patron.request_id if patron else None)
-
-
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     if settings is None:
-        return _schema(Limits(12, 30, 50_000, 20, 100), 2000)
+        return _schema(Limits(12, 30, 50_000, 20, 100), 2000, Settings.max_input_length)
     limits = Limits(settings.max_query_depth, settings.max_aliases, settings.max_query_cost,
                     settings.default_page_size, settings.max_page_size)
-    return _schema(limits, settings.max_tokens)
+    return _schema(limits, settings.max_tokens, settings.max_input_length)
 
 
 @functools.cache
-def _schema(limits: Limits, tokens: int) -> strawberry.Schema:
+def _schema(limits: Limits, tokens: int, max_input_length: int) -> strawberry.Schema:
     return PatronSchema(
         query=_query_type(),
         mutation=Mutation,
@@ -163,11 +108,14 @@ def _schema(limits: Limits, tokens: int) -> strawberry.Schema:
             # Depth, aliases and cost in linear time, before graphql-core's rules.
             lambda: QueryLimits(limits),
             lambda: ValidationAfterLimits(maxsize=512),
+            lambda: InputHygiene(max_input_length),
             ReadYourWrites,
             MaskUnexpectedErrors,
         ],
+        # Every argument passes the input-hygiene layer (api/schema/hygiene.py).
+        execution_context_class=hygienic_executor(max_input_length),
         config=StrawberryConfig(
-            scalar_map={EventPosition: EVENT_POSITION_SCALAR, Long: LONG_SCALAR}
+            scalar_map={EventPosition: EVENT_POSITION_SCALAR, Long: LONG_SCALAR, **SCALARS}
         ),
     )
 

@@ -27,6 +27,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     run_command,
+    settled,
 )
 from api.service import CommandResult
 from domain.errors import ErrorCode
@@ -176,12 +177,14 @@ class SetProductAvailabilityPayload(ProductPayload):
 
 async def _payload(info: strawberry.Info, payload: type[ProductPayload], product_id: str,
                    result: CommandResult | None, errors: list[UserError]) -> Any:
-    """The product as the read model shows it once it includes this write."""
+    """The product as the read model shows it once it includes this write (null, with the
+    write's position, if the read models lag)."""
     if result is None:
         return payload(product=None, position=None, user_errors=errors)
     runtime = context(info).runtime
-    await runtime.wait_for_read_models(result.position)
-    row = await readmodels.get_product(runtime.async_engine, product_id.strip())
+    row = None
+    if await settled(info, result.position):
+        row = await readmodels.get_product(runtime.async_engine, product_id.strip())
     return payload(product=ProductNode.of(row) if row else None, position=result.position,
                    user_errors=[])
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.relay import GlobalID
 
 from api.auth import Principal, principal_from_authorization
+from api.consistency import ProjectionLagError
 from api.context import RequestContext
 from api.service import CommandResult
 from domain import loyalty_rules
@@ -203,6 +204,20 @@ async def run_command(
             raise
 
     return await run_mutation(info, command)
+
+
+async def settled(info: strawberry.Info, position: int | None) -> bool:
+    """Whether the read models include a write at `position` (waiting, bounded).
+
+    A mutation calls this after its command was recorded: if the read models lag, the write
+    still happened, so the payload says so (its position, the object as null) instead of
+    failing — a failed answer would make the client retry something already done.
+    """
+    try:
+        await context(info).runtime.wait_for_read_models(position)
+    except ProjectionLagError:
+        return False
+    return True
 
 
 def subscription_principal(info: strawberry.Info) -> Principal:

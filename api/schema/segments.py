@@ -31,6 +31,7 @@ from api.schema.common import (
     make_connection,
     page_size,
     run_command,
+    settled,
 )
 from api.service import CommandResult
 from domain.errors import DomainError, ErrorCode, ValidationError
@@ -333,9 +334,10 @@ async def _payload(info: strawberry.Info, payload: type[SegmentPayload],
     if result is None:
         return payload(segment=None, position=None, user_errors=errors)
     runtime = context(info).runtime
-    await runtime.wait_for_read_models(result.position)
-    rows = await readmodels.get_segments(runtime.async_engine, [str(result.aggregate_id)])
-    row = rows.get(str(result.aggregate_id))
+    row = None
+    if await settled(info, result.position):
+        rows = await readmodels.get_segments(runtime.async_engine, [str(result.aggregate_id)])
+        row = rows.get(str(result.aggregate_id))
     return payload(segment=SegmentNode.of(row) if row else None, position=result.position,
                    user_errors=[])
 
