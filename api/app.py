@@ -18,6 +18,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET, UnsetType
 
 from api.auth import principal_from_authorization
 from api.body_limit import BodyLimit
@@ -60,6 +62,21 @@ class PatronGraphQL(GraphQL):
     def __init__(self, settings: Settings, holder: RuntimeHolder) -> None:
         super().__init__(build_schema(settings), graphql_ide="graphiql")
         self.holder = holder
+
+    async def on_ws_connect(self, context: dict[str, Any]) -> UnsetType:
+        """graphql-transport-ws `connection_init`: a token in its payload that is not valid
+        closes the socket with 4403 Forbidden, as the protocol specifies, rather than
+        acknowledging and failing every subscription later."""
+        params = context.get("connection_params") or {}
+        header = params.get("Authorization") or params.get("authorization")
+        if header is not None:
+            if not isinstance(header, str):
+                raise ConnectionRejectionError()
+            try:
+                principal_from_authorization(header, self.holder.runtime.settings.secret_key)
+            except DomainError:
+                raise ConnectionRejectionError() from None
+        return UNSET
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """strawberry answers its HTTP refusals in plain text; ours are GraphQL-shaped."""
