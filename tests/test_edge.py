@@ -337,7 +337,7 @@ async def test_client_mistakes_are_logged_at_info_without_tracebacks(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert not [r for r in caplog.records if r.exc_info], caplog.text
     messages = [r.getMessage() for r in caplog.records]
-    assert any("NOT_FOUND at node" in m for m in messages), messages
+    assert any("client error NOT_FOUND" in m and "path node" in m for m in messages), messages
     assert any("QUERY_TOO_COSTLY" in m for m in messages), messages
 
 
