@@ -20,7 +20,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Float,
     Index,
     Integer,
@@ -29,11 +28,7 @@ from sqlalchemy import (
 )
 
 from projections.tables import JSONType, metadata
-
-
-def _tz() -> DateTime:
-    return DateTime(timezone=True)
-
+from projections.timestamps import UtcDateTime
 
 # -- the queue (projection "case_queue") ----------------------------------------------------
 
@@ -60,16 +55,16 @@ case_queue = Table(
     # The team the case is routed to now (reassignment may move it).
     Column("team", String(60), nullable=False),
     Column("assignee", String(100)),
-    Column("opened_at", _tz(), nullable=False),
+    Column("opened_at", UtcDateTime(), nullable=False),
     # member | agent | admin: who opened it.
     Column("opened_by_role", String(20), nullable=False),
-    Column("first_review_due", _tz(), nullable=False),
-    Column("first_reviewed_at", _tz()),
+    Column("first_review_due", UtcDateTime(), nullable=False),
+    Column("first_reviewed_at", UtcDateTime()),
     # The first message from staff.
-    Column("first_response_at", _tz()),
-    Column("resolution_due", _tz(), nullable=False),
-    Column("resolved_at", _tz()),
-    Column("closed_at", _tz()),
+    Column("first_response_at", UtcDateTime()),
+    Column("resolution_due", UtcDateTime(), nullable=False),
+    Column("resolved_at", UtcDateTime()),
+    Column("closed_at", UtcDateTime()),
     # refunded | exchanged | repaired | reissued, once resolved.
     Column("outcome", String(20)),
     # {refund_id, amount, currency} for a refund resolution.
@@ -90,15 +85,15 @@ case_queue = Table(
     Column("breached", Boolean, nullable=False),
     # While the case is open: the deadline it works towards now (first review until it is
     # first reviewed, then resolution). NULL once it is no longer open. "Urgency" order.
-    Column("next_due_at", _tz()),
-    Column("follow_up_scheduled_for", _tz()),
+    Column("next_due_at", UtcDateTime()),
+    Column("follow_up_scheduled_for", UtcDateTime()),
     # satisfied | not_satisfied | unreachable
     Column("follow_up_outcome", String(20)),
     # {attitude, ability, efficiency, category, at}: never the member's comment.
     Column("rating", JSONType),
     Column("message_count", Integer, nullable=False),
-    Column("last_message_at", _tz()),
-    Column("updated_at", _tz(), nullable=False),
+    Column("last_message_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
     # Not unique: numbers are derived from ids, and a (very unlikely) repeat must not stop
@@ -120,7 +115,7 @@ case_timeline = Table(
     Column("case_id", String(36), primary_key=True),
     # The event's originator_version: the order of the case's history.
     Column("version", Integer, primary_key=True),
-    Column("at", _tz(), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     # opened, assigned, approved, rejected, return_label_issued, return_received,
     # inspected, resolved, withdrawn, closed, message_posted, sla_breached,
     # follow_up_scheduled, follow_up_recorded, rated
@@ -146,14 +141,14 @@ service_kpis = Table(
     Column("team", String(60), nullable=False),
     Column("tier", String(20), nullable=False),
     Column("case_type", String(20), nullable=False),
-    Column("opened_at", _tz(), nullable=False),
+    Column("opened_at", UtcDateTime(), nullable=False),
     # The UTC day of opening: the "by day" grouping.
     Column("opened_on", Date, nullable=False),
     # Opening → first staff message / first review / resolution, in seconds.
     Column("first_response_seconds", Float),
     Column("first_review_seconds", Float),
     Column("resolution_seconds", Float),
-    Column("resolved_at", _tz()),
+    Column("resolved_at", UtcDateTime()),
     Column("first_review_breached", Boolean, nullable=False),
     Column("resolution_breached", Boolean, nullable=False),
     # The member's rating (1-5 each) and its category, once rated.
@@ -161,7 +156,7 @@ service_kpis = Table(
     Column("ability", Integer),
     Column("efficiency", Integer),
     Column("category", String(20)),
-    Column("rated_at", _tz()),
+    Column("rated_at", UtcDateTime()),
     Column("position", BigInteger, nullable=False),
     Index("ix_service_kpis_opened_at", "opened_at"),
 )

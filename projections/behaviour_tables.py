@@ -29,7 +29,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Float,
     Index,
     Integer,
@@ -39,6 +38,7 @@ from sqlalchemy import (
 
 from domain.profile import INTEREST_PARTS
 from projections.tables import JSONType, metadata
+from projections.timestamps import UtcDateTime
 
 # Behaviour counts kept for a member and for an anonymous session alike, so a session can be
 # added to a member when it is linked.
@@ -46,10 +46,6 @@ BEHAVIOUR_COUNTS = ("behaviour_events", "views", "searches", "cart_adds", "cart_
                     "wish_lists", "shares")
 BEHAVIOUR_SUMS = ("dwell_seconds", "viewed_price_sum", "viewed_price_count")
 BEHAVIOUR_TIMES = ("first_behaviour_at", "last_behaviour_at", "last_cart_add_at")
-
-
-def _tz() -> DateTime:
-    return DateTime(timezone=True)
 
 
 def _behaviour_columns() -> list[Column[Any]]:
@@ -62,7 +58,7 @@ def _behaviour_columns() -> list[Column[Any]]:
         Column("viewed_price_count", Integer, nullable=False),
         # {channel: behaviour events}: web, app, mini_program, store.
         Column("behaviour_channels", JSONType, nullable=False),
-        *(Column(name, _tz()) for name in BEHAVIOUR_TIMES),
+        *(Column(name, UtcDateTime()) for name in BEHAVIOUR_TIMES),
     ]
 
 
@@ -72,9 +68,9 @@ def _interest_columns() -> list[Column[Any]]:
         Column("dimension", String(10), primary_key=True),
         Column("key", String(100), primary_key=True),
         *(Column(name, Float, nullable=False) for name in INTEREST_PARTS),
-        Column("as_of", _tz(), nullable=False),
+        Column("as_of", UtcDateTime(), nullable=False),
         Column("events", Integer, nullable=False),
-        Column("last_event_at", _tz(), nullable=False),
+        Column("last_event_at", UtcDateTime(), nullable=False),
     ]
 
 
@@ -84,24 +80,24 @@ member_activity = Table(
     metadata,
     Column("member_id", String(36), primary_key=True),
     # Registration time (NULL if behaviour arrived before the registration was projected).
-    Column("joined_at", _tz()),
+    Column("joined_at", UtcDateTime()),
     # Loyalty tier, for segment rules (NULL until a first tier change: regular).
     Column("tier", String(20)),
     *_behaviour_columns(),
     # Orders placed (paid or not) and their channels; reviews and theirs.
     Column("orders_placed", Integer, nullable=False),
     Column("order_channels", JSONType, nullable=False),
-    Column("last_order_at", _tz()),
+    Column("last_order_at", UtcDateTime()),
     Column("reviews", Integer, nullable=False),
     Column("review_stars", Integer, nullable=False),
     Column("review_channels", JSONType, nullable=False),
-    Column("last_review_at", _tz()),
+    Column("last_review_at", UtcDateTime()),
     # Purchases are paid orders; the total is what was paid less what was refunded.
     Column("purchases", Integer, nullable=False),
     Column("purchase_total", BigInteger, nullable=False),
     Column("refunded_total", BigInteger, nullable=False),
-    Column("first_purchase_at", _tz()),
-    Column("last_purchase_at", _tz()),
+    Column("first_purchase_at", UtcDateTime()),
+    Column("last_purchase_at", UtcDateTime()),
     # Unit prices of the lines paid for, and how many: the bought side of the price band.
     Column("bought_price_sum", BigInteger, nullable=False),
     Column("bought_lines", Integer, nullable=False),
@@ -110,7 +106,7 @@ member_activity = Table(
     Column("repeat_products", Integer, nullable=False),
     # The latest activity of any kind (behaviour, an order placed or paid, a review), kept
     # as the latest of the times above: lifecycle segments read it.
-    Column("last_activity_at", _tz()),
+    Column("last_activity_at", UtcDateTime()),
     Column("position", BigInteger, nullable=False),
     Index("ix_member_activity_last_activity_at", "last_activity_at"),
     Index("ix_member_activity_last_purchase_at", "last_purchase_at"),
@@ -130,8 +126,8 @@ member_product_purchases = Table(
     Column("member_id", String(36), primary_key=True),
     Column("product_id", String(200), primary_key=True),
     Column("orders", Integer, nullable=False),
-    Column("first_at", _tz(), nullable=False),
-    Column("last_at", _tz(), nullable=False),
+    Column("first_at", UtcDateTime(), nullable=False),
+    Column("last_at", UtcDateTime(), nullable=False),
 )
 
 # Anonymous sessions: their behaviour adds up here until the session is linked to a member
@@ -144,7 +140,7 @@ behaviour_sessions = Table(
     Column("member_id", String(36)),
     # True when the session's behaviour belongs to `member_id`.
     Column("attributed", Boolean, nullable=False),
-    Column("linked_at", _tz()),
+    Column("linked_at", UtcDateTime()),
     *_behaviour_columns(),
     Column("position", BigInteger, nullable=False),
     Index("ix_behaviour_sessions_member_id", "member_id"),
@@ -164,7 +160,7 @@ behaviour_consents = Table(
     metadata,
     Column("member_id", String(36), primary_key=True),
     Column("personalisation", Boolean, nullable=False),
-    Column("changed_at", _tz()),
+    Column("changed_at", UtcDateTime()),
     # Erased members: nothing about them is recorded any more.
     Column("erased", Boolean, nullable=False),
 )
@@ -177,8 +173,8 @@ behaviour_orders = Table(
     Column("member_id", String(36), nullable=False),
     # [{product_id, category, brand, quantity, unit_price}]
     Column("lines", JSONType, nullable=False),
-    Column("placed_at", _tz(), nullable=False),
-    Column("paid_at", _tz()),
+    Column("placed_at", UtcDateTime(), nullable=False),
+    Column("paid_at", UtcDateTime()),
     Index("ix_behaviour_orders_member_id", "member_id"),
 )
 

@@ -10,14 +10,10 @@ Migration 0007 creates these tables; a change here needs a new migration.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
 from projections.tables import JSONType, metadata
-
-
-def _tz() -> DateTime:
-    return DateTime(timezone=True)
-
+from projections.timestamps import UtcDateTime
 
 campaigns = Table(
     "campaigns",
@@ -31,25 +27,25 @@ campaigns = Table(
     Column("reward", JSONType, nullable=False),
     # The most members the campaign rewards.
     Column("budget", Integer, nullable=False),
-    Column("starts_at", _tz(), nullable=False),
-    Column("ends_at", _tz(), nullable=False),
+    Column("starts_at", UtcDateTime(), nullable=False),
+    Column("ends_at", UtcDateTime(), nullable=False),
     # 'launched' | 'stopped' (scheduled / running / ended are read against the clock).
     Column("status", String(10), nullable=False),
-    Column("launched_at", _tz(), nullable=False),
+    Column("launched_at", UtcDateTime(), nullable=False),
     Column("launched_by", String(100), nullable=False),
     Column("launch_reason", Text),
-    Column("stopped_at", _tz()),
+    Column("stopped_at", UtcDateTime()),
     Column("stopped_by", String(100)),
     Column("stop_reason", Text),
     # Members rewarded, and the points that went out (points campaigns).
     Column("issued", Integer, nullable=False),
     Column("points_issued", BigInteger, nullable=False),
-    Column("last_issued_at", _tz()),
+    Column("last_issued_at", UtcDateTime()),
     # Rewards redeemed, what their orders paid and what was refunded on those orders since.
     Column("redeemed", Integer, nullable=False),
     Column("spend", BigInteger, nullable=False),
     Column("refunded", BigInteger, nullable=False),
-    Column("updated_at", _tz(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_campaigns_launched_at", "launched_at"),
@@ -68,12 +64,12 @@ campaign_rewards = Table(
     Column("coupon_id", String(36)),
     # Points campaigns: the points credited.
     Column("points", Integer),
-    Column("issued_at", _tz(), nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
     # Until when a redemption counts: the coupon's validity, or the campaign's end.
-    Column("redeemable_until", _tz(), nullable=False),
+    Column("redeemable_until", UtcDateTime(), nullable=False),
     # The order the coupon is reserved for or used on / the order that redeemed the points.
     Column("order_id", String(36)),
-    Column("redeemed_at", _tz()),
+    Column("redeemed_at", UtcDateTime()),
     # What that order paid, and what was refunded on it since (minor units).
     Column("spend", BigInteger, nullable=False),
     Column("refunded", BigInteger, nullable=False),

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     String,
@@ -24,11 +23,7 @@ from sqlalchemy import (
 )
 
 from projections.tables import metadata
-
-
-def _tz() -> DateTime:
-    return DateTime(timezone=True)
-
+from projections.timestamps import UtcDateTime
 
 products = Table(
     "products",
@@ -48,8 +43,8 @@ products = Table(
     Column("consumable", Boolean, nullable=False),
     Column("available", Boolean, nullable=False),
     Column("availability_reason", Text),
-    Column("listed_at", _tz(), nullable=False),
-    Column("updated_at", _tz(), nullable=False),
+    Column("listed_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_products_category", "category"),

@@ -5,16 +5,17 @@ They live on the same `metadata` as the member tables, so one Alembic environmen
 them; a change here needs a new migration, never an edit of 0002.
 
 Amounts are integer minor units and points are whole points, as in the domain, so
-BigInteger everywhere and no floating point. Times are UTC (`DateTime(timezone=True)`).
+BigInteger everywhere and no floating point. Times are UTC (`UtcDateTime()`).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
 from projections.tables import JSONType, metadata
+from projections.timestamps import UtcDateTime
 
 
 def utc(value: datetime | str | None) -> datetime | None:
@@ -67,12 +68,12 @@ orders = Table(
     Column("cancellation", JSONType),
     # [{state, at}]: every state the order entered, in order.
     Column("history", JSONType, nullable=False),
-    Column("placed_at", DateTime(timezone=True), nullable=False),
-    Column("paid_at", DateTime(timezone=True)),
-    Column("delivered_at", DateTime(timezone=True)),
-    Column("completed_at", DateTime(timezone=True)),
-    Column("cancelled_at", DateTime(timezone=True)),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("placed_at", UtcDateTime(), nullable=False),
+    Column("paid_at", UtcDateTime()),
+    Column("delivered_at", UtcDateTime()),
+    Column("completed_at", UtcDateTime()),
+    Column("cancelled_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_orders_member_id", "member_id"),
@@ -86,8 +87,8 @@ loyalty_accounts = Table(
     # Events name the account, not the member: handlers find the row by this id.
     Column("account_id", String(36), nullable=False),
     Column("tier", String(20), nullable=False),
-    Column("tier_since", DateTime(timezone=True)),
-    Column("maintenance_due", DateTime(timezone=True)),
+    Column("tier_since", UtcDateTime()),
+    Column("maintenance_due", UtcDateTime()),
     # Equal to the aggregate's `available`, `pending` and `debt` after every event.
     Column("available", BigInteger, nullable=False),
     Column("pending", BigInteger, nullable=False),
@@ -98,7 +99,7 @@ loyalty_accounts = Table(
     # returned by cancelled orders.
     Column("lifetime_redeemed", BigInteger, nullable=False),
     Column("lifetime_expired", BigInteger, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_loyalty_accounts_account_id", "account_id", unique=True),
@@ -116,10 +117,10 @@ loyalty_lots = Table(
     # Points of this (order) lot reversed by refunds so far.
     Column("clawed_back", BigInteger, nullable=False),
     Column("status", String(20), nullable=False),
-    Column("earned_at", DateTime(timezone=True), nullable=False),
-    Column("release_at", DateTime(timezone=True)),
-    Column("available_at", DateTime(timezone=True)),
-    Column("expires_at", DateTime(timezone=True)),
+    Column("earned_at", UtcDateTime(), nullable=False),
+    Column("release_at", UtcDateTime()),
+    Column("available_at", UtcDateTime()),
+    Column("expires_at", UtcDateTime()),
     # The aggregate's order of lots: ties in expiry are consumed oldest first.
     Column("seq", Integer, nullable=False),
     # The expiry and release jobs look for lots by status and due time.
@@ -133,7 +134,7 @@ loyalty_ledger = Table(
     Column("member_id", String(36), primary_key=True),
     # Per-member sequence number, from 1: the order movements happened in.
     Column("entry", Integer, primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     # earned | released | debited | expired | clawed_back | debt_settled | superseded
     Column("kind", String(20), nullable=False),
     # Signed change of `bucket`'s balance: + credit, - debit. The debt bucket's balance is
@@ -157,7 +158,7 @@ loyalty_spend = Table(
     metadata,
     Column("member_id", String(36), primary_key=True),
     Column("entry", Integer, primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     # Paid amounts count up, refunds count down (minor units).
     Column("amount", BigInteger, nullable=False),
     Column("ref", String(200), nullable=False),
@@ -168,7 +169,7 @@ tier_history = Table(
     metadata,
     Column("member_id", String(36), primary_key=True),
     Column("entry", Integer, primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     Column("from_tier", String(20), nullable=False),
     Column("to_tier", String(20), nullable=False),
     Column("reason", String(200), nullable=False),
@@ -184,14 +185,14 @@ coupons = Table(
     # Minor units for a fixed coupon, basis points for a percentage.
     Column("value", BigInteger, nullable=False),
     Column("min_spend", BigInteger, nullable=False),
-    Column("valid_from", DateTime(timezone=True), nullable=False),
-    Column("valid_until", DateTime(timezone=True), nullable=False),
+    Column("valid_from", UtcDateTime(), nullable=False),
+    Column("valid_until", UtcDateTime(), nullable=False),
     Column("status", String(10), nullable=False),
     # The order holding (reserved) or having used the coupon.
     Column("order_id", String(36)),
     Column("ref", String(200)),
-    Column("issued_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_coupons_member_id", "member_id"),
@@ -206,14 +207,14 @@ rewards = Table(
     Column("cost_points", BigInteger, nullable=False),
     Column("stock", BigInteger, nullable=False),
     Column("per_member_limit", Integer, nullable=False),
-    Column("valid_from", DateTime(timezone=True), nullable=False),
-    Column("valid_until", DateTime(timezone=True), nullable=False),
+    Column("valid_from", UtcDateTime(), nullable=False),
+    Column("valid_until", UtcDateTime(), nullable=False),
     # The coupon a redemption issues: {kind, value, min_spend}.
     Column("coupon", JSONType, nullable=False),
     Column("coupon_valid_days", Integer, nullable=False),
     Column("redeemed_count", BigInteger, nullable=False),
-    Column("defined_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("defined_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
 )

@@ -21,14 +21,10 @@ Migration 0010 creates these tables; a change here needs a new migration.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
 from projections.tables import JSONType, metadata
-
-
-def _tz() -> DateTime:
-    return DateTime(timezone=True)
-
+from projections.timestamps import UtcDateTime
 
 experiments = Table(
     "experiments",
@@ -41,10 +37,10 @@ experiments = Table(
     Column("variants", JSONType, nullable=False),
     # 'running' | 'stopped'
     Column("status", String(10), nullable=False),
-    Column("defined_at", _tz(), nullable=False),
+    Column("defined_at", UtcDateTime(), nullable=False),
     Column("defined_by", String(100), nullable=False),
     Column("define_reason", Text),
-    Column("stopped_at", _tz()),
+    Column("stopped_at", UtcDateTime()),
     Column("stopped_by", String(100)),
     Column("stop_reason", Text),
     Column("version", Integer, nullable=False),
@@ -70,7 +66,7 @@ experiment_variant_results = Table(
     # before, and what those products' lines cost (minor units).
     Column("conversions", Integer, nullable=False),
     Column("revenue", BigInteger, nullable=False),
-    Column("updated_at", _tz(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("position", BigInteger, nullable=False),
 )
 
@@ -82,9 +78,9 @@ experiment_exposures = Table(
     Column("variant", String(40), nullable=False),
     # When the member was first shown (or, failing a recorded impression, clicked) one of
     # the experiment's lists.
-    Column("first_shown_at", _tz(), nullable=False),
-    Column("first_clicked_at", _tz()),
-    Column("converted_at", _tz()),
+    Column("first_shown_at", UtcDateTime(), nullable=False),
+    Column("first_clicked_at", UtcDateTime()),
+    Column("converted_at", UtcDateTime()),
     Column("position", BigInteger, nullable=False),
     Index("ix_experiment_exposures_member_id", "member_id"),
 )
@@ -95,7 +91,7 @@ experiment_clicks = Table(
     Column("experiment_id", String(36), primary_key=True),
     Column("member_id", String(36), primary_key=True),
     Column("product_id", String(100), primary_key=True),
-    Column("last_clicked_at", _tz(), nullable=False),
+    Column("last_clicked_at", UtcDateTime(), nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_experiment_clicks_member_product", "member_id", "product_id"),
 )
@@ -107,7 +103,7 @@ experiment_orders = Table(
     Column("member_id", String(36), nullable=False),
     # {product_id: quantity x unit price, summed over the order's lines of that product}
     Column("product_totals", JSONType, nullable=False),
-    Column("placed_at", _tz(), nullable=False),
+    Column("placed_at", UtcDateTime(), nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_experiment_orders_member_id", "member_id"),
 )

@@ -27,7 +27,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Float,
     Index,
     Integer,
@@ -38,11 +37,7 @@ from sqlalchemy import (
 )
 
 from projections.tables import JSONType, metadata
-
-
-def _tz() -> DateTime:
-    return DateTime(timezone=True)
-
+from projections.timestamps import UtcDateTime
 
 recommendation_signals = Table(
     "recommendation_signals",
@@ -53,7 +48,7 @@ recommendation_signals = Table(
     Column("product_id", String(200), nullable=False),
     # domain.recommendation.interactions.SignalKind
     Column("kind", String(10), nullable=False),
-    Column("occurred_at", _tz(), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
     Column("stars", Integer),
     Column("dwell_seconds", Integer),
     Column("quantity", Integer, nullable=False),
@@ -81,7 +76,7 @@ recommendation_consents = Table(
     metadata,
     Column("member_id", String(36), primary_key=True),
     Column("personalisation", Boolean, nullable=False),
-    Column("changed_at", _tz()),
+    Column("changed_at", UtcDateTime()),
     Column("position", BigInteger, nullable=False),
 )
 
@@ -92,7 +87,7 @@ recommender_models = Table(
     # 'trained' | 'active' | 'retired' (was active, replaced or rolled back)
     Column("state", String(10), nullable=False),
     Column("checksum", String(64), nullable=False),
-    Column("trained_at", _tz(), nullable=False),
+    Column("trained_at", UtcDateTime(), nullable=False),
     Column("trained_by", String(100), nullable=False),
     Column("reason", Text),
     # The last event position the training data included.
@@ -103,7 +98,7 @@ recommender_models = Table(
     Column("training_seconds", Float, nullable=False),
     Column("params", JSONType, nullable=False),
     Column("metrics", JSONType, nullable=False),
-    Column("activated_at", _tz()),
+    Column("activated_at", UtcDateTime()),
     Column("activated_by", String(100)),
     Column("position", BigInteger, nullable=False),
 )
@@ -112,7 +107,7 @@ recommender_artifacts = Table(
     "recommender_artifacts",
     metadata,
     Column("checksum", String(64), primary_key=True),
-    Column("created_at", _tz(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("payload", LargeBinary, nullable=False),
 )

@@ -16,7 +16,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     String,
@@ -25,11 +24,7 @@ from sqlalchemy import (
 )
 
 from projections.tables import JSONType, metadata
-
-
-def _tz() -> DateTime:
-    return DateTime(timezone=True)
-
+from projections.timestamps import UtcDateTime
 
 # One row per segment, as admins defined it, with its current size.
 segments = Table(
@@ -42,14 +37,14 @@ segments = Table(
     Column("rule", Text, nullable=False),
     # 'active' | 'archived'
     Column("state", String(10), nullable=False),
-    Column("defined_at", _tz(), nullable=False),
-    Column("updated_at", _tz(), nullable=False),
-    Column("archived_at", _tz()),
+    Column("defined_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("archived_at", UtcDateTime()),
     # Members now.
     Column("size", Integer, nullable=False),
     # The latest evaluation of every member against the segment (definition, rule change
     # or review): membership is correct as of this moment.
-    Column("evaluated_at", _tz()),
+    Column("evaluated_at", UtcDateTime()),
     Column("position", BigInteger, nullable=False),
 )
 
@@ -59,11 +54,11 @@ segment_members = Table(
     metadata,
     Column("segment_id", String(36), primary_key=True),
     Column("member_id", String(36), primary_key=True),
-    Column("joined_at", _tz(), nullable=False),
+    Column("joined_at", UtcDateTime(), nullable=False),
     # [{condition, fact, value, held, negated}]: the reasons, as of `evaluated_at` (later
     # evaluations that found the same reasons leave the row alone).
     Column("why", JSONType, nullable=False),
-    Column("evaluated_at", _tz(), nullable=False),
+    Column("evaluated_at", UtcDateTime(), nullable=False),
     Index("ix_segment_members_page", "segment_id", "joined_at", "member_id"),
     Index("ix_segment_members_member_id", "member_id"),
 )
@@ -78,7 +73,7 @@ segment_membership_changes = Table(
     Column("position", BigInteger, primary_key=True),
     # 'joined' | 'left'
     Column("change", String(6), nullable=False),
-    Column("at", _tz(), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     Index("ix_segment_membership_changes_segment_at", "segment_id", "at"),
     Index("ix_segment_membership_changes_member_id", "member_id"),
 )

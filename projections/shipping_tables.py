@@ -19,9 +19,10 @@ Two kinds of table, with different lifecycles:
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
 from projections.tables import JSONType, metadata
+from projections.timestamps import UtcDateTime
 
 # -- shipments ------------------------------------------------------------------------------
 
@@ -53,9 +54,9 @@ shipment_tracking = Table(
     # replaced by an older update arriving late.
     Column("status", String(30), nullable=False),
     # When the update that set the status happened (carrier time); NULL until tracked.
-    Column("status_at", DateTime(timezone=True)),
-    Column("eta", DateTime(timezone=True)),
-    Column("promised_by", DateTime(timezone=True), nullable=False),
+    Column("status_at", UtcDateTime()),
+    Column("eta", UtcDateTime()),
+    Column("promised_by", UtcDateTime(), nullable=False),
     # [{update_id, status, occurred_at, location, note, recorded_at}], in the order things
     # happened (sorted as the aggregate sorts them: occurred_at, then recorded_at).
     Column("timeline", JSONType, nullable=False),
@@ -73,10 +74,10 @@ shipment_tracking = Table(
     # The parcel this one replaces / the parcel that replaced this one (reship).
     Column("replaces", String(36)),
     Column("reshipped_as", String(36)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     # The carrier time of the update that first made the status delivered or collected.
-    Column("delivered_at", DateTime(timezone=True)),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_shipment_tracking_order_id", "order_id"),
@@ -108,7 +109,7 @@ notifications = Table(
     Column("body", Text, nullable=False),
     # ["inbox", and each of "sms", "email", "app_push" consented to when it was recorded]
     Column("channels", JSONType, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_notifications_member_id", "member_id"),
 )
@@ -122,7 +123,7 @@ notification_consents = Table(
     # sms | email | app_push
     Column("channel", String(20), primary_key=True),
     Column("granted", Boolean, nullable=False),
-    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("changed_at", UtcDateTime(), nullable=False),
     Column("position", BigInteger, nullable=False),
 )
 
@@ -150,7 +151,7 @@ notification_erasures = Table(
     "notification_erasures",
     metadata,
     Column("member_id", String(36), primary_key=True),
-    Column("erased_at", DateTime(timezone=True), nullable=False),
+    Column("erased_at", UtcDateTime(), nullable=False),
 )
 
 # -- outbound (not rebuilt) -----------------------------------------------------------------
@@ -178,12 +179,12 @@ notification_outbox = Table(
     Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False),
     # Due time of the next attempt; while a dispatcher holds the row, the end of its claim.
-    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("next_attempt_at", UtcDateTime()),
     # The dispatcher run that holds the row: only it may record the outcome.
     Column("claimed_by", String(64)),
     Column("last_error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime()),
     Index("ix_notification_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     Index("ix_notification_outbox_member_id", "member_id"),
 )
@@ -196,5 +197,5 @@ notification_webhooks = Table(
     # The HMAC key receivers verify `X-Patron-Signature` with (a shared secret, so stored).
     Column("secret", String(200), nullable=False),
     Column("active", Boolean, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )

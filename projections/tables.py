@@ -8,7 +8,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -17,6 +16,8 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from projections.timestamps import UtcDateTime
 
 metadata = MetaData()
 
@@ -29,12 +30,12 @@ projection_tracking = Table(
     # Global event-store position of the last event this projection has applied.
     Column("position", BigInteger, nullable=False, default=0),
     Column("events_applied", BigInteger, nullable=False, default=0),
-    Column("updated_at", DateTime(timezone=True)),
+    Column("updated_at", UtcDateTime()),
     Column("last_error", Text),
-    Column("last_error_at", DateTime(timezone=True)),
+    Column("last_error_at", UtcDateTime()),
     # Leader election: only the lease holder processes, so two runners never race for work.
     Column("lease_owner", String(200)),
-    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("lease_expires_at", UtcDateTime()),
 )
 
 member_profiles = Table(
@@ -63,13 +64,13 @@ member_profiles = Table(
     Column("status_reason", String(500)),
     Column("tier", String(20), nullable=False),
     Column("erased", Boolean, nullable=False),
-    Column("erased_at", DateTime(timezone=True)),
+    Column("erased_at", UtcDateTime()),
     Column("profile_complete", Boolean, nullable=False),
     Column("registration_channel", String(20), nullable=False),
     # Events per channel, so one profile shows activity from every channel.
     Column("channel_activity", JSONType, nullable=False),
-    Column("registered_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("registered_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("position", BigInteger, nullable=False),
     Index("ix_member_profiles_status", "status"),
     Index("ix_member_profiles_city", "city"),
@@ -83,7 +84,7 @@ member_tags = Table(
     Column("tag", String(40), primary_key=True),
     Column("reason", String(500)),
     Column("tagged_by", String(100), nullable=False),
-    Column("tagged_at", DateTime(timezone=True), nullable=False),
+    Column("tagged_at", UtcDateTime(), nullable=False),
     Index("ix_member_tags_tag", "tag"),
 )
 
@@ -93,6 +94,6 @@ member_data_keys = Table(
     Column("member_id", String(36), primary_key=True),
     # NULL once destroyed: the member's personal data is then unreadable everywhere.
     Column("data_key", String(64)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("destroyed_at", DateTime(timezone=True)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("destroyed_at", UtcDateTime()),
 )
