@@ -26,6 +26,7 @@ from api.context import (
     new_request_id,
     parse_min_position,
 )
+from api.payment_webhooks import payment_webhook
 from api.runtime import Runtime, migrate, migrations_current
 from api.schema import build_schema
 from api.webhooks import carrier_webhook
@@ -196,6 +197,7 @@ def create_app(
             Route("/graphql", gate, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", gate),
             Route("/webhooks/carriers/{carrier}", carrier_webhook, methods=["POST"]),
+            Route("/webhooks/payments/{provider}", payment_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

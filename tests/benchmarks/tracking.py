@@ -2,7 +2,8 @@
 application; and how long a member following the order waits to see it.
 
 Throughput: N concurrent clients POST signed tracking updates (`/webhooks/carriers/sf`,
-HMAC-SHA256 of timestamp and body, api/signing.py) over real HTTP to a real uvicorn; the same number of
+HMAC-SHA256 of timestamp and body, api/signing.py) over real HTTP to a real uvicorn; the
+same number of
 `ShippingService.record_tracking` calls are made directly from as many threads, in the same
 run on the same database. Each update has its own `update_id`; each parcel's statuses cycle
 picked_up → in_transit → out_for_delivery with a later carrier time each round and never
