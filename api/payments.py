@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -40,6 +40,8 @@ ATTEMPT_NAMESPACE = uuid.UUID("0f4c2b8e-7d51-4a3e-9c6b-5e1d2a8f7b34")
 # in the event store, so a callback never waits for a read model.
 _REFERENCE = re.compile(r"^pay_([0-9a-f]{32})_([0-9a-f]{16})$")
 MAX_AMOUNT = 2**63 - 1
+# How far a provider's clock may be from ours.
+PROVIDER_CLOCK_SKEW = timedelta(minutes=10)
 
 
 class Outcome:
@@ -98,6 +100,16 @@ def latest_attempt(order: Order, provider: str | None = None) -> dict[str, Any] 
     return max(attempts, key=lambda a: a["at"]) if attempts else None
 
 
+def check_provider_time(occurred_at: datetime, attempt: dict[str, Any], now: datetime) -> None:
+    """A provider's event happens after the attempt was opened (less clock skew) and not
+    in the future: anything else is a wrong or forged time, refused naming the field."""
+    opened = datetime.fromisoformat(attempt["at"])
+    if occurred_at < opened - PROVIDER_CLOCK_SKEW:
+        raise ValidationError("occurred_at is before the payment was requested", "occurred_at")
+    if occurred_at > now + PROVIDER_CLOCK_SKEW:
+        raise ValidationError("occurred_at is in the future", "occurred_at")
+
+
 class PaymentService:
     def __init__(self, uow: UnitOfWork, clock: Clock, orders: OrderService) -> None:
         self.uow = uow
@@ -140,6 +152,7 @@ class PaymentService:
             if order.provider_event_seen(event_key, fingerprint):
                 return order
             now = self.clock.now()
+            check_provider_time(callback.occurred_at, attempt, now)
             method = attempt["method"]
             right_amount = (callback.amount == order.total
                             and callback.currency == order.currency)

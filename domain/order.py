@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import (
     IdempotencyConflictError,
     InvalidTransitionError,
+    LimitExceededError,
     NotFoundError,
     ValidationError,
 )
@@ -25,6 +26,8 @@ from domain.pricing import PriceBreakdown
 
 MAX_LINES = 100
 MAX_QUANTITY = 999
+# A member retrying checkout opens a new attempt each time; beyond this, something is wrong.
+MAX_PAYMENT_ATTEMPTS = 20
 
 
 class OrderState(StrEnum):
@@ -273,6 +276,10 @@ class Order(Aggregate):
                 )
             return False
         self._require("request payment for", OrderState.PLACED)
+        if len(self.attempts) >= MAX_PAYMENT_ATTEMPTS:
+            raise LimitExceededError(
+                f"an order takes at most {MAX_PAYMENT_ATTEMPTS} payment attempts"
+            )
         method_value = _payment_method(method)
         if PaymentMethod(method_value) not in PROVIDER_METHODS:
             allowed = ", ".join(m.value for m in PROVIDER_METHODS)

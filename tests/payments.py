@@ -70,9 +70,11 @@ async def pay_through_provider(client: httpx.AsyncClient, order_id: str, token: 
     `amount`). Returns the webhook's 202 answer; the member's next query sees it."""
     attempt = (await request_payment(client, order_id, token, method))["attempt"]
     due = attempt["amount"]["amount"]
+    # The provider's event happens when the attempt is paid: right after it was opened.
     response = await post_callback(client, callback(
         attempt["reference"], due if amount is None else amount, outcome,
-        currency=attempt["amount"]["currency"], failure_reason=failure_reason))
+        currency=attempt["amount"]["currency"], failure_reason=failure_reason,
+        occurred_at=datetime.fromisoformat(attempt["requestedAt"])))
     assert response.status_code == 202, response.text
     answer: dict[str, Any] = response.json()
     return answer
