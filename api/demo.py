@@ -256,6 +256,13 @@ def seed_demo(
         for index in range(members):
             demo.register(index)
         return demo.created
+    if days and runtime.settings.default_payment_provider is None:
+        # Orders are paid only through a provider's signed callback; without one every
+        # payment would be refused and the year would be a year of unpaid orders.
+        raise ValueError(
+            "the demo pays through a payment provider: set PATRON_PAYMENT_SIMULATOR=true "
+            "(the built-in simulator) or PATRON_PAYMENT_SECRETS"
+        )
     return _Year(demo, clock, members, days, day_progress).run()
 
 
