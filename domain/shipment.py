@@ -38,8 +38,10 @@ class DeliverySpeed(StrEnum):
     EXPEDITED = "expedited"
 
 
-# Carrier clocks drift: an update may claim a time this much before the parcel was created.
-TRACKING_SKEW = timedelta(hours=1)
+# An update may claim a time this much before the parcel was created here: carriers' clocks
+# drift, and a parcel is sometimes registered with us after the carrier's first scan (labels
+# printed in batches). Earlier than that is a wrong or forged time (e.g. the year 2000).
+TRACKING_SKEW = timedelta(days=1)
 
 
 class TrackingStatus(StrEnum):

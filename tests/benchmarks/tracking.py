@@ -391,7 +391,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         log(f"parcels shipped in {setup_s:.1f}s")
 
         # Carrier times in the past, one second per round, never ahead of the clock, and
-        # after the parcels existed (the webhook refuses updates from before, less an hour).
+        # after the parcels existed (the webhook refuses updates from more than a day before).
         rounds = -(-(args.warmup + args.updates) // args.shipments)
         rounds = max(rounds, -(-args.latency_updates // args.subscribers))
         base = runtime.clock.now() - timedelta(seconds=rounds + 5)
