@@ -31,6 +31,7 @@ from api.context import (
     parse_min_position,
 )
 from api.http_errors import BadRequestError, error_response, parse_json_object
+from api.payment_webhooks import payment_webhook
 from api.rate_limits import RateLimit, RatePolicy
 from api.runtime import Runtime, migrate, migrations_current
 from api.schema import build_schema
@@ -244,6 +245,7 @@ def create_app(
             Route("/graphql", gate, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", gate),
             Route("/webhooks/carriers/{carrier}", carrier_webhook, methods=["POST"]),
+            Route("/webhooks/payments/{provider}", payment_webhook, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

@@ -197,16 +197,45 @@ class OrderService:
         def decide(session: Session) -> Order:
             now = self.clock.now()
             order = session.get(Order, order_id)
-            if not order.pay(payment_id, method, amount, provider_reference, fingerprint, now,
-                             meta):
-                return order  # a retry of a recorded payment
-            account = account_for(session, order.member_id, now, meta)
-            account.earn_for_payment(str(order.id), amount, self.rules, now, meta)
-            if order.coupon_id:
-                session.get(Coupon, UUID(order.coupon_id)).use(str(order.id), now, meta)
+            self.record_paid(session, order, payment_id, method, amount, provider_reference,
+                             fingerprint, now, meta)
             return order
 
         return self.uow.result_of(self.uow.run(decide))
+
+    def record_paid(
+        self, session: Session, order: Order, payment_id: str, method: str, amount: int,
+        provider_reference: str | None, fingerprint: str, now: datetime, meta: EventMetadata,
+    ) -> bool:
+        """Inside a unit of work: the order is paid, its points earned and its coupon used,
+        together. Shared by every way a payment is confirmed (a provider's signed callback,
+        staff recording cash or in-store payments). False for a retry already recorded."""
+        if not order.pay(payment_id, method, amount, provider_reference, fingerprint, now,
+                         meta):
+            return False
+        account = account_for(session, order.member_id, now, meta)
+        account.earn_for_payment(str(order.id), amount, self.rules, now, meta)
+        if order.coupon_id:
+            session.get(Coupon, UUID(order.coupon_id)).use(str(order.id), now, meta)
+        return True
+
+    def record_failed(
+        self, order: Order, method: str, amount: int, provider_reference: str | None,
+        reason: str, attempt_id: str, fingerprint: str, now: datetime, meta: EventMetadata,
+    ) -> bool:
+        """Inside a unit of work: a failed attempt, and the review flag once failures
+        repeat. False for a repeated report of the same attempt."""
+        if not order.record_payment_failure(method, amount, provider_reference, reason, now,
+                                            meta, attempt_id=attempt_id,
+                                            request_hash=fingerprint):
+            return False
+        if order.failed_payments >= self.rules.max_failed_payments:
+            order.flag_for_review(
+                "repeated_payment_failures",
+                f"{order.failed_payments} failed payment attempts",
+                now, meta,
+            )
+        return True
 
     def record_payment_failure(
         self,
@@ -225,16 +254,8 @@ class OrderService:
         def decide(session: Session) -> Order:
             now = self.clock.now()
             order = session.get(Order, order_id)
-            if not order.record_payment_failure(method, amount, provider_reference, reason, now,
-                                                meta, attempt_id=attempt_id,
-                                                request_hash=fingerprint):
-                return order  # the same failure reported again
-            if order.failed_payments >= self.rules.max_failed_payments:
-                order.flag_for_review(
-                    "repeated_payment_failures",
-                    f"{order.failed_payments} failed payment attempts",
-                    now, meta,
-                )
+            self.record_failed(order, method, amount, provider_reference, reason, attempt_id,
+                               fingerprint, now, meta)
             return order
 
         return self.uow.result_of(self.uow.run(decide))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
 import os
@@ -94,6 +96,32 @@ class Settings:
     scheduler_interval: float = 60.0
     # Shared secrets that carriers sign their webhook bodies with, by carrier code.
     carrier_secrets: dict[str, str] = field(default_factory=dict)
+    # Shared secrets that payment providers sign their callbacks with, by provider code.
+    payment_secrets: dict[str, str] = field(default_factory=dict)
+    # The provider a member's payment request goes to ("" : the first configured one).
+    payment_provider: str = ""
+    # The built-in `simulator` provider for development and the demo (its secret derives
+    # from the signing key, so `patron payments simulate` can sign as it would).
+    payment_simulator: bool = False
+
+    def payment_secret(self, provider: str) -> str | None:
+        """The secret `provider` signs callbacks with, or None for an unknown provider."""
+        if provider in self.payment_secrets:
+            return self.payment_secrets[provider]
+        if provider == SIMULATOR and self.payment_simulator:
+            return simulator_secret(self.secret_key)
+        return None
+
+    @property
+    def payment_providers(self) -> list[str]:
+        return [*self.payment_secrets, *([SIMULATOR] if self.payment_simulator else [])]
+
+    @property
+    def default_payment_provider(self) -> str | None:
+        if self.payment_provider:
+            return self.payment_provider
+        providers = self.payment_providers
+        return providers[0] if providers else None
     # The scheduler trains a new recommender model this often (0: only on request).
     recommender_retrain_hours: float = 24.0
     # At most this many items of one category in a list's top 10 (0: no cap).
@@ -126,13 +154,31 @@ class Settings:
             snapshot_interval=_int("PATRON_SNAPSHOT_INTERVAL", 50),
             loyalty_rules=_loyalty_rules(),
             scheduler_interval=_float("PATRON_SCHEDULER_INTERVAL", 60.0),
-            carrier_secrets=_carrier_secrets(),
+            carrier_secrets=_secrets("PATRON_CARRIER_SECRETS", "sf=<secret>,jd=<secret>"),
+            payment_secrets=_secrets("PATRON_PAYMENT_SECRETS",
+                                     "alipay=<secret>,stripe=<secret>"),
+            payment_provider=os.environ.get("PATRON_PAYMENT_PROVIDER", "").strip().lower(),
+            payment_simulator=_bool("PATRON_PAYMENT_SIMULATOR", database.is_sqlite),
             recommender_retrain_hours=_float("PATRON_RECOMMENDER_RETRAIN_HOURS", 24.0),
             recommender_max_per_category=_int("PATRON_RECOMMENDER_MAX_PER_CATEGORY", 3),
             recommender_weights=_recommender_weights(),
         )
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        provider = settings.payment_provider
+        if provider and settings.payment_secret(provider) is None:
+            raise ConfigurationError(
+                f"PATRON_PAYMENT_PROVIDER={provider!r} has no secret in PATRON_PAYMENT_SECRETS"
+            )
+        return settings
+
+
+SIMULATOR = "simulator"
+
+
+def simulator_secret(secret_key: str) -> str:
+    """The simulator provider's secret: derived from the signing key, never configured."""
+    return hmac.new(secret_key.encode(), b"patron:payment-simulator", hashlib.sha256).hexdigest()
 
 
 MIN_SECRET_LENGTH = 32
@@ -164,19 +210,18 @@ def _rate_limit_storage() -> str:
     return raw
 
 
-def _carrier_secrets() -> dict[str, str]:
-    """PATRON_CARRIER_SECRETS="sf=<secret>,jd=<secret>": one signing secret per carrier."""
-    raw = os.environ.get("PATRON_CARRIER_SECRETS", "")
-    secrets_by_carrier: dict[str, str] = {}
+def _secrets(name: str, example: str) -> dict[str, str]:
+    """`name`="sf=<secret>,jd=<secret>": one signing secret per sender (carrier, provider)."""
+    raw = os.environ.get(name, "")
+    secrets_by_sender: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in raw.split(","))):
-        carrier, _, secret = part.partition("=")
-        if not carrier.strip() or len(secret.strip()) < 16:
+        sender, _, secret = part.partition("=")
+        if not sender.strip() or len(secret.strip()) < 16:
             raise ConfigurationError(
-                "PATRON_CARRIER_SECRETS must look like sf=<secret>,jd=<secret> "
-                "with secrets of at least 16 characters"
+                f"{name} must look like {example} with secrets of at least 16 characters"
             )
-        secrets_by_carrier[carrier.strip().lower()] = secret.strip()
-    return secrets_by_carrier
+        secrets_by_sender[sender.strip().lower()] = secret.strip()
+    return secrets_by_sender
 
 
 def _recommender_weights() -> InteractionWeights:

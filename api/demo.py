@@ -31,13 +31,14 @@ from typing import Any
 from sqlalchemy import select
 
 from api.commerce import COUPON_NAMESPACE
+from api.payment_simulator import pay_in_process
 from api.runtime import Runtime
 from api.shipping import shipment_id_for
 from domain.clock import AdjustableClock
 from domain.errors import DomainError
 from domain.loyalty import account_id_for
 from domain.metadata import Channel, EventMetadata, Role
-from domain.order import Order
+from domain.order import PROVIDER_METHODS, Order
 from domain.pricing import CouponTerms, coupon_discount, max_points_for
 from projections.commerce_tables import loyalty_accounts
 
@@ -255,6 +256,13 @@ def seed_demo(
         for index in range(members):
             demo.register(index)
         return demo.created
+    if days and runtime.settings.default_payment_provider is None:
+        # Orders are paid only through a provider's signed callback; without one every
+        # payment would be refused and the year would be a year of unpaid orders.
+        raise ValueError(
+            "the demo pays through a payment provider: set PATRON_PAYMENT_SIMULATOR=true "
+            "(the built-in simulator) or PATRON_PAYMENT_SECRETS"
+        )
     return _Year(demo, clock, members, days, day_progress).run()
 
 
@@ -718,18 +726,27 @@ class _Year:
         self.at(when, lambda: self.pay(plan, order_id, order.total, bool(order.flags)))
 
     def fail_payment(self, plan: OrderPlan, order_id: uuid.UUID, amount: int) -> None:
-        key = self.key()
-        self.runtime.orders.record_payment_failure(
-            order_id, plan.method, amount, f"psp-{key}", plan.rng.choice(PAYMENT_FAILURES),
-            self.member_meta(plan.member), key=key,
-        )
+        """The member tries to pay and the provider's signed callback declines it."""
+        method = plan.method if plan.method in PROVIDER_METHODS else "card"
+        pay_in_process(self.runtime, order_id, method, self.key(),
+                       self.member_meta(plan.member), outcome="failed",
+                       failure_reason=plan.rng.choice(PAYMENT_FAILURES))
         self.count("payment_failures")
 
     def pay(self, plan: OrderPlan, order_id: uuid.UUID, amount: int, flagged: bool) -> None:
+        """Online: the provider's signed callback confirms the attempt (the same
+        verification and service code as the webhook). Cash and store credit: an agent
+        records it, with a reason."""
         key = self.key()
         method = plan.method if not plan.failures else plan.rng.choice(["alipay", "wechat_pay"])
-        self.runtime.orders.pay(order_id, method, amount, f"psp-{key}", key,
-                                self.member_meta(plan.member))
+        if method in PROVIDER_METHODS:
+            pay_in_process(self.runtime, order_id, method, key, self.member_meta(plan.member))
+        else:
+            self.runtime.payments.record_in_person(
+                order_id, method, key,
+                self.agent_meta("paid to the courier" if method == "cash_on_delivery"
+                                else "paid from the member's store credit"),
+            )
         self.count("payments")
         now = self.clock.now()
         if plan.fate == "cancel_after_pay":

@@ -22,8 +22,6 @@ outage) must not message members about long-finished parcels.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import uuid
@@ -35,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import Engine, and_, insert, select, tuple_, update
 
+from api.signing import signed_headers
 from domain.clock import Clock, SystemClock
 from projections.shipping_tables import (
     OUTBOX_EXPIRED,
@@ -47,7 +46,6 @@ from projections.shipping_tables import (
 
 log = logging.getLogger("patron.outbound")
 
-SIGNATURE_HEADER = "X-Patron-Signature"
 DELIVERY_HEADER = "X-Patron-Delivery"
 DEFAULT_MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=1)
@@ -73,11 +71,6 @@ def _utc(moment: datetime) -> datetime:
 def body_of(payload: Mapping[str, Any]) -> bytes:
     """The exact bytes sent and signed: compact, key-sorted JSON."""
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-
-
-def sign(secret: str, body: bytes) -> str:
-    """`X-Patron-Signature`: what receivers recompute from the raw body to trust it."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def backoff(attempts: int) -> timedelta:
@@ -169,7 +162,8 @@ class WebhookDelivery:
         for webhook in webhooks:
             headers = {
                 "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(webhook["secret"], body),
+                # The same scheme carriers and payment providers use to call us.
+                **signed_headers(webhook["secret"], body),
                 DELIVERY_HEADER: delivery,
             }
             try:

@@ -26,6 +26,7 @@ from api.config import Settings
 from api.consistency import ReadModelChanges, WriteTracker, wait_for_position
 from api.experiments import ExperimentService
 from api.outbound import OutboundDispatcher, OutboxRecorder, WebhookDelivery
+from api.payments import PaymentService
 from api.personal_data import DataKeyStore
 from api.recommendations import RecommendationService
 from api.recommender import RecommenderService
@@ -143,6 +144,7 @@ class Runtime:
             self.uow, self.clock, self.keys, self.rules, settings.secret_key
         )
         self.orders = OrderService(self.uow, self.clock, self.rules)
+        self.payments = PaymentService(self.uow, self.clock, self.orders)
         self.loyalty = LoyaltyService(self.uow, self.clock, self.rules)
         self.shipping = ShippingService(self.uow, self.clock, self.rules, load_pickup_points())
         self.after_sales = AfterSalesService(self.uow, self.clock, self.rules, self.shipping)

@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import (
     IdempotencyConflictError,
     InvalidTransitionError,
+    LimitExceededError,
     NotFoundError,
     ValidationError,
 )
@@ -25,6 +26,8 @@ from domain.pricing import PriceBreakdown
 
 MAX_LINES = 100
 MAX_QUANTITY = 999
+# A member retrying checkout opens a new attempt each time; beyond this, something is wrong.
+MAX_PAYMENT_ATTEMPTS = 20
 
 
 class OrderState(StrEnum):
@@ -43,6 +46,15 @@ class PaymentMethod(StrEnum):
     WECHAT_PAY = "wechat_pay"
     CASH_ON_DELIVERY = "cash_on_delivery"
     STORE_CREDIT = "store_credit"
+    IN_STORE = "in_store"
+
+
+# Paid through a payment provider, confirmed only by its signed callback.
+PROVIDER_METHODS = (PaymentMethod.CARD, PaymentMethod.ALIPAY, PaymentMethod.WECHAT_PAY)
+# Paid in person or from the shop's own ledger: recorded by staff, with a reason.
+STAFF_RECORDED_METHODS = (
+    PaymentMethod.CASH_ON_DELIVERY, PaymentMethod.IN_STORE, PaymentMethod.STORE_CREDIT,
+)
 
 
 class CancellationReason(StrEnum):
@@ -160,6 +172,7 @@ class Order(Aggregate):
         self.payments: dict[str, dict[str, Any]] = {}
         self.failed_payments = 0
         self.failed_attempts: dict[str, str] = {}
+        self.payment_attempts: dict[str, dict[str, Any]] = {}
         self.flags: dict[str, str] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
         self.refunded_quantities: dict[str, int] = {line["line_id"]: 0 for line in lines}
@@ -238,6 +251,63 @@ class Order(Aggregate):
             request_hash=request_hash,
             meta=meta.as_dict(),
         )
+        return True
+
+    @property
+    def attempts(self) -> dict[str, dict[str, Any]]:
+        # Orders restored from snapshots taken before payment attempts existed lack them.
+        attempts: dict[str, dict[str, Any]] = getattr(self, "payment_attempts", {})
+        return attempts
+
+    def request_payment(
+        self, reference: str, provider: str, method: Any, request_hash: str, now: datetime,
+        meta: EventMetadata,
+    ) -> bool:
+        """Open a payment attempt with a provider for the amount due; it pays nothing.
+
+        The amount is the order's total, never the caller's. Returns False for a retry of an
+        attempt already opened with the same request.
+        """
+        existing = self.attempts.get(reference)
+        if existing is not None:
+            if existing["request_hash"] != request_hash:
+                raise IdempotencyConflictError(
+                    "this idempotency key was already used for a different payment attempt"
+                )
+            return False
+        self._require("request payment for", OrderState.PLACED)
+        if len(self.attempts) >= MAX_PAYMENT_ATTEMPTS:
+            raise LimitExceededError(
+                f"an order takes at most {MAX_PAYMENT_ATTEMPTS} payment attempts"
+            )
+        method_value = _payment_method(method)
+        if PaymentMethod(method_value) not in PROVIDER_METHODS:
+            allowed = ", ".join(m.value for m in PROVIDER_METHODS)
+            raise ValidationError(
+                f"a payment provider takes {allowed}; cash and in-store payments are "
+                "recorded by staff", "method",
+            )
+        self._trigger(
+            self.PaymentRequested, now, reference=reference, provider=provider,
+            method=method_value, amount=self.total, request_hash=request_hash,
+            meta=meta.as_dict(),
+        )
+        return True
+
+    def provider_event_seen(self, event_key: str, request_hash: str) -> bool:
+        """Whether a provider's event was recorded already (as a payment or a failure).
+
+        The same event id with a different body is a conflict, never a second record.
+        """
+        seen = self.payments.get(event_key)
+        recorded = seen["request_hash"] if seen is not None else self.failed_attempts.get(
+            event_key)
+        if recorded is None:
+            return False
+        if recorded != request_hash:
+            raise IdempotencyConflictError(
+                "this provider event id was already recorded with a different body"
+            )
         return True
 
     def record_payment_failure(
@@ -625,6 +695,21 @@ class Order(Aggregate):
             }
             order.paid_amount += self.amount
             order._enter(OrderState.PAID, self.timestamp)
+
+    class PaymentRequested(Aggregate.Event):
+        reference: str
+        provider: str
+        method: str
+        amount: int
+        request_hash: str
+        meta: dict[str, Any]
+
+        def apply(self, order: Any) -> None:
+            order.payment_attempts = {**order.attempts, self.reference: {
+                "reference": self.reference, "provider": self.provider,
+                "method": self.method, "amount": self.amount,
+                "request_hash": self.request_hash, "at": self.timestamp.isoformat(),
+            }}
 
     class PaymentFailed(Aggregate.Event):
         method: str

@@ -17,7 +17,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import ForbiddenError, InvalidTransitionError, ValidationError
 from domain.metadata import EventMetadata
-from domain.validation import enum_value, rating_value
+from domain.validation import business_time, enum_value, rating_value
 
 
 class DeliveryMethod(StrEnum):
@@ -36,6 +36,12 @@ class Direction(StrEnum):
 class DeliverySpeed(StrEnum):
     STANDARD = "standard"
     EXPEDITED = "expedited"
+
+
+# An update may claim a time this much before the parcel was created here: carriers' clocks
+# drift, and a parcel is sometimes registered with us after the carrier's first scan (labels
+# printed in batches). Earlier than that is a wrong or forged time (e.g. the year 2000).
+TRACKING_SKEW = timedelta(days=1)
 
 
 class TrackingStatus(StrEnum):
@@ -317,12 +323,15 @@ class Shipment(Aggregate):
         if update in self.update_ids:
             return False
         status_value = enum_value(TrackingStatus, status, "status")
-        if occurred_at.tzinfo is None:
-            raise ValidationError("occurred_at needs a time zone", "occurred_at")
+        business_time(occurred_at, "occurred_at")
         if occurred_at > now + timedelta(minutes=10):
             raise ValidationError("a tracking update cannot come from the future", "occurred_at")
-        if eta is not None and eta.tzinfo is None:
-            raise ValidationError("eta needs a time zone", "eta")
+        if occurred_at < self.created_on - TRACKING_SKEW:
+            raise ValidationError(
+                "a tracking update cannot come from before the parcel existed", "occurred_at"
+            )
+        if eta is not None:
+            business_time(eta, "eta")
         self._trigger(
             self.TrackingRecorded, now, meta, update_id=update, status=status_value,
             # In UTC, so that the timeline sorts by time whatever zone each carrier uses.

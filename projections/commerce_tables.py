@@ -29,7 +29,20 @@ def utc(value: datetime | str | None) -> datetime | None:
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     if moment.tzinfo is None:
         raise ValueError(f"naive datetime {moment!r}: domain times are timezone-aware")
-    return moment.astimezone(UTC)
+    return in_utc(moment)
+
+
+def in_utc(moment: datetime) -> datetime:
+    """`moment` in UTC, clamped to the representable range rather than overflowing.
+
+    The edges refuse business times outside 1900-2200, but events recorded before they did
+    (or a far-off offset at the very end of the calendar) must not stop a projection.
+    """
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.max if moment.year > 1 else datetime.min
+        return edge.replace(tzinfo=UTC)
 
 
 def stored(value: datetime) -> datetime:
@@ -39,7 +52,7 @@ def stored(value: datetime) -> datetime:
 
 def iso(value: datetime) -> str:
     """A time inside a JSON column: ISO 8601 in UTC, the same on every backend."""
-    return value.astimezone(UTC).isoformat()
+    return in_utc(value).isoformat()
 
 
 orders = Table(

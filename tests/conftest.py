@@ -29,6 +29,8 @@ from domain.clock import AdjustableClock
 from projections.database import DatabaseConfig
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
+TEST_PAYMENT_PROVIDER = "testpay"
+TEST_PAYMENT_SECRET = "testpay-callback-secret-0123456789"
 PG_ADMIN_URL = os.environ.get(
     "PATRON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -126,6 +128,10 @@ def settings(database_url: str) -> Settings:
         # (tests/test_edge.py), which turn it on with low limits.
         rate_limit_anonymous="",
         rate_limit_signed_in="",
+        # Orders are paid through a signed provider callback (tests/payments.py signs it).
+        payment_secrets={TEST_PAYMENT_PROVIDER: TEST_PAYMENT_SECRET},
+        payment_provider=TEST_PAYMENT_PROVIDER,
+        payment_simulator=False,
     )
 
 

@@ -21,12 +21,12 @@ from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.metadata import Role
 from tests.graphql import data, gql, token_for
+from tests.payments import pay_through_provider
 from tests.segment_stand_in import define_segment, seed_segment
 from tests.test_orders_api import (
     ADMIN,
     AGENT,
     AUDITOR,
-    PAY_ORDER,
     Shopper,
     head,
     line,
@@ -167,9 +167,7 @@ async def test_a_coupon_campaign_reaches_consenting_members_and_counts_what_they
     assert [c for c in await wallet(client, cai) if c["source"] == "CAMPAIGN"] == []
 
     order = await place(client, ann, [line("tent-2p", 1, 9_000)], couponId=coupons[0]["id"])
-    paid = ok(await mutate(client, PAY_ORDER, {
-        "orderId": order["id"], "method": "ALIPAY", "amount": order["pricing"]["total"]["amount"],
-        "idempotencyKey": uuid.uuid4().hex}, ann.token))
+    paid = await pay_through_provider(client, order["id"], ann.token)
     after_payment = {"X-Patron-Min-Position": str(paid["position"])}
     found = await read(client, campaign["id"], headers=after_payment)
     assert found is not None

@@ -426,3 +426,62 @@ def test_notification_webhooks_are_registered_and_removed_from_the_command_line(
     assert removed.exit_code == 0, removed.output
     unknown = run_catching(database_url, "notifications", "remove-webhook", "no-such-hook")
     assert failed_cleanly(unknown) and "no-such-hook" in unknown.output
+
+
+# -- payments simulate ---------------------------------------------------------------------
+
+
+def test_payments_simulate_signs_the_providers_callback_and_pays_the_order(
+    database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: the callback goes through the webhook's verification and service code.
+    A failed outcome is a failed payment; a succeeded one for the amount due pays."""
+    import uuid as uuid_module
+
+    from api.config import Settings
+    from api.runtime import Runtime
+    from domain.metadata import Channel, EventMetadata
+
+    monkeypatch.setenv("PATRON_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("PATRON_PAYMENT_SIMULATOR", "true")
+    assert run(database_url, "migrate").exit_code == 0
+    runtime = Runtime(Settings.from_env(database_url))
+    try:
+        def meta(actor: str, role: Role) -> EventMetadata:
+            return EventMetadata(actor, role, Channel.APP, "c", None, uuid_module.uuid4().hex)
+
+        member = runtime.members.register({"name": "Lin", "email": "lin@example.com"},
+                                          meta("anon", Role.ANONYMOUS)).aggregate_id
+        own = meta(str(member), Role.MEMBER)
+        lines = [{"product_id": "p", "sku": "s", "name": "Kettle", "quantity": 1,
+                  "unit_price": 12_000}]
+        order = runtime.orders.place(member, lines, None, 0, "o1", own).aggregate_id
+        runtime.payments.request(order, "alipay", "simulator", "k1", own)
+    finally:
+        runtime.close()
+
+    env = {"PATRON_DATABASE_URL": database_url, "PATRON_SECRET_KEY": TEST_SECRET,
+           "PATRON_PAYMENT_SIMULATOR": "true"}
+    declined = CliRunner().invoke(main, ["payments", "simulate", str(order), "--outcome",
+                                         "failed"], env=env, catch_exceptions=False)
+    assert declined.exit_code == 0, declined.output
+    assert json.loads(declined.output)["recorded"] == "failed"
+    paid = CliRunner().invoke(main, ["payments", "simulate", str(order), "--outcome",
+                                     "succeeded"], env=env, catch_exceptions=False)
+    assert paid.exit_code == 0, paid.output
+    assert json.loads(paid.output) | {"position": 0} == {
+        "status": 202, "accepted": True, "duplicate": False, "recorded": "paid", "position": 0}
+
+    runtime = Runtime(Settings.from_env(database_url))
+    try:
+        state = runtime.orders.get(order)
+        assert (state.state, state.failed_payments, state.paid_amount) == ("paid", 1, 12_000)
+    finally:
+        runtime.close()
+
+    again = CliRunner().invoke(main, ["payments", "simulate", str(order), "--outcome",
+                                      "succeeded"], env=env)
+    assert failed_cleanly(again) and "409" in again.output
+    unknown = CliRunner().invoke(main, ["payments", "simulate", "not-an-order", "--outcome",
+                                        "succeeded"], env=env)
+    assert failed_cleanly(unknown) and "not an order id" in unknown.output

@@ -485,3 +485,28 @@ def test_a_malformed_rate_limit_setting_is_a_configuration_error_naming_it(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env(sqlite_url)
+
+
+def test_payment_providers_have_secrets_and_the_simulator_is_for_development(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATRON_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("PATRON_PAYMENT_SECRETS", "Alipay=alipay-secret-0123456789")
+    sqlite = Settings.from_env(f"sqlite:///{tmp_path / 'p.db'}")
+    assert sqlite.payment_secret("alipay") == "alipay-secret-0123456789"
+    assert sqlite.payment_providers == ["alipay", "simulator"]  # on by default with SQLite
+    assert sqlite.default_payment_provider == "alipay"
+    assert sqlite.payment_secret("simulator") not in (None, "k" * 40)
+    assert sqlite.payment_secret("paypal") is None
+
+    postgres = Settings.from_env("postgresql://postgres@127.0.0.1:5432/x")
+    assert postgres.payment_providers == ["alipay"]  # never on by default in production
+    assert postgres.payment_secret("simulator") is None
+
+    monkeypatch.setenv("PATRON_PAYMENT_PROVIDER", "stripe")
+    with pytest.raises(ConfigurationError, match="PATRON_PAYMENT_PROVIDER"):
+        Settings.from_env("postgresql://postgres@127.0.0.1:5432/x")
+    monkeypatch.delenv("PATRON_PAYMENT_PROVIDER")
+    monkeypatch.setenv("PATRON_PAYMENT_SECRETS", "alipay=short")
+    with pytest.raises(ConfigurationError, match="PATRON_PAYMENT_SECRETS"):
+        Settings.from_env("postgresql://postgres@127.0.0.1:5432/x")

@@ -37,7 +37,9 @@ COMMERCE = ("member_profiles", "orders", "loyalty", "coupons")
 
 
 def demo_runtime(database_url: str, start: datetime) -> Runtime:
-    runtime = Runtime(Settings.from_env(database_url), clock=AdjustableClock(start))
+    # The demo's members pay through the simulator provider, as `patron seed demo` sets up.
+    runtime = Runtime(Settings.from_env(database_url, payment_simulator=True),
+                      clock=AdjustableClock(start))
     assert set(COMMERCE) <= set(runtime.runner.projections)
     return runtime
 
@@ -191,3 +193,16 @@ def test_the_same_seed_gives_the_same_year(sqlite_template: Path, tmp_path: Path
     first, second, other = results
     assert first == second
     assert first[0] != other[0]
+
+
+def test_a_demo_year_refuses_to_run_without_a_payment_provider(database_url: str) -> None:
+    """Orders are paid only by a provider's signed callback: with none configured the
+    seed says so at once instead of simulating a year of unpaid orders."""
+    runtime = Runtime(Settings.from_env(database_url, payment_simulator=False),
+                      clock=AdjustableClock(demo_runtime_clock(5)))
+    try:
+        with pytest.raises(ValueError, match="payment provider"):
+            seed_demo(runtime, members=1, seed=1, days=5)
+        assert runtime.runner.head() == 0
+    finally:
+        runtime.close()

@@ -818,3 +818,48 @@ def test_reconstructing_an_order_from_its_events_yields_the_same_state() -> None
     assert isinstance(copy_, Order)
     assert copy_.version == order.version == 7
     assert vars(copy_) == vars(order)
+
+
+# -- payment attempts ---------------------------------------------------------------------
+
+
+def test_a_payment_attempt_is_for_the_amount_due_and_pays_nothing() -> None:
+    order = placed()
+    assert order.request_payment("pay_a", "alipay", "alipay", "h", T0, MEMBER) is True
+    assert order.attempts["pay_a"]["amount"] == order.total
+    assert (order.state, order.paid_amount) == ("placed", 0)
+    assert order.request_payment("pay_a", "alipay", "alipay", "h", T0, MEMBER) is False
+    with pytest.raises(IdempotencyConflictError):
+        order.request_payment("pay_a", "alipay", "card", "other", T0, MEMBER)
+
+
+@pytest.mark.parametrize("method", ["cash_on_delivery", "in_store", "store_credit"])
+def test_cash_in_store_and_store_credit_never_go_to_a_provider(method: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        placed().request_payment("pay_a", "alipay", method, "h", T0, MEMBER)
+    assert refused.value.field == "method"
+
+
+def test_payment_attempts_are_bounded_and_only_for_unpaid_orders() -> None:
+    order = placed()
+    for index in range(20):
+        order.request_payment(f"pay_{index}", "p", "card", "h", T0, MEMBER)
+    with pytest.raises(DomainError) as limited:
+        order.request_payment("pay_20", "p", "card", "h", T0, MEMBER)
+    assert limited.value.code is ErrorCode.LIMIT_EXCEEDED
+    with pytest.raises(InvalidTransitionError):
+        paid().request_payment("pay_x", "p", "card", "h", T0, MEMBER)
+
+
+def test_a_provider_event_is_seen_once_whether_it_paid_or_failed() -> None:
+    order = placed()
+    assert order.provider_event_seen("p:evt-1", "h1") is False
+    order.record_payment_failure("card", order.total, "pay_a", "declined", T0, MEMBER,
+                                 attempt_id="p:evt-1", request_hash="h1")
+    assert order.provider_event_seen("p:evt-1", "h1") is True
+    with pytest.raises(IdempotencyConflictError):
+        order.provider_event_seen("p:evt-1", "h2")
+    order.pay("p:evt-2", "card", order.total, "pay_a", "h3", T0, MEMBER)
+    assert order.provider_event_seen("p:evt-2", "h3") is True
+    with pytest.raises(IdempotencyConflictError):
+        order.provider_event_seen("p:evt-2", "h1")

@@ -21,6 +21,7 @@ from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.metadata import Role
 from tests.graphql import data, gql, register, token_for
+from tests.payments import callback, pay_through_provider, post_callback, request_payment
 
 T = TypeVar("T")
 
@@ -133,13 +134,11 @@ async def place(client: httpx.AsyncClient, who: Shopper, lines: list[dict[str, A
 
 
 async def pay(client: httpx.AsyncClient, who: Shopper, order: dict[str, Any],
-              key: str | None = None, **extra: Any) -> dict[str, Any]:
-    payload = await mutate(client, PAY_ORDER, {
-        "orderId": order["id"], "method": "ALIPAY",
-        "amount": order["pricing"]["total"]["amount"],
-        "idempotencyKey": key or uuid.uuid4().hex, **extra,
-    }, who.token)
-    paid: dict[str, Any] = ok(payload)["order"]
+              **extra: Any) -> dict[str, Any]:
+    """The member asks to pay and the provider's signed callback confirms it."""
+    await pay_through_provider(client, order["id"], who.token, **extra)
+    paid: dict[str, Any] = data(await gql(client, ORDER, {"id": order["id"]},
+                                          token=who.token))["order"]
     return paid
 
 
@@ -292,41 +291,41 @@ async def test_an_order_shows_how_its_price_was_reached_and_a_retry_changes_noth
 # -- paying -------------------------------------------------------------------------------------
 
 
-async def test_a_payment_must_match_the_total_and_a_retry_records_nothing(
+async def test_a_payment_is_confirmed_by_the_provider_and_a_retry_records_nothing(
     client: httpx.AsyncClient, live_runtime: Runtime
 ) -> None:
     ann = await shopper(client)
     order = await place(client, ann, [line("lamp", 1, 6_500)])
     assert order["pricing"]["total"]["amount"] == 7_500  # 6500 + shipping 1000
-    payment = {"orderId": order["id"], "method": "CARD", "providerReference": "psp-1",
-               "idempotencyKey": "pay-1"}
+    payment = {"orderId": order["id"], "method": "CARD", "idempotencyKey": "pay-1"}
 
-    before = head(live_runtime)
-    short = error_of(await mutate(client, PAY_ORDER, {**payment, "amount": 7_000}, ann.token))
-    assert (short["code"], short["field"]) == ("VALIDATION", "amount")
-    assert "7500" in short["message"]
-    assert head(live_runtime) == before
+    asked = ok(await mutate(client, PAY_ORDER, payment, ann.token))
+    assert asked["order"]["state"] == "PLACED"  # asking to pay pays nothing
+    attempt = (await request_payment(client, order["id"], ann.token, "CARD", "pay-1"))["attempt"]
+    assert attempt["amount"] == {"amount": 7_500, "currency": "CNY"}
+    confirmed = callback(attempt["reference"], 7_500, event_id="evt-1")
+    assert (await post_callback(client, confirmed)).status_code == 202
 
-    paid = ok(await mutate(client, PAY_ORDER, {**payment, "amount": 7_500}, ann.token))
-    order = paid["order"]
+    order = data(await gql(client, ORDER, {"id": order["id"]}, token=ann.token))["order"]
     assert order["state"] == "PAID" and order["paidAt"] is not None
     assert order["history"] == [{"state": "PLACED"}, {"state": "PAID"}]
     assert [(p["paymentId"], p["method"], p["amount"]["amount"], p["providerReference"])
-            for p in order["payments"]] == [("pay-1", "CARD", 7_500, "psp-1")]
+            for p in order["payments"]] == [("testpay:evt-1", "CARD", 7_500,
+                                             attempt["reference"])]
     assert order["paid"]["amount"] == 7_500
     assert (await loyalty(client, ann))["pending"] == 75
 
     after_payment = head(live_runtime)
-    retry = ok(await mutate(client, PAY_ORDER, {**payment, "amount": 7_500}, ann.token))
-    assert retry["order"] == order and retry["position"] is None
+    replay = await post_callback(client, confirmed)
+    assert replay.status_code == 202 and replay.json()["duplicate"] is True
     assert head(live_runtime) == after_payment
     assert (await loyalty(client, ann))["pending"] == 75  # earned once
 
-    reused = error_of(await mutate(
-        client, PAY_ORDER, {**payment, "amount": 7_500, "method": "WECHAT_PAY"}, ann.token))
+    reused = error_of(await mutate(client, PAY_ORDER, {**payment, "method": "WECHAT_PAY"},
+                                   ann.token))
     assert reused["code"] == "IDEMPOTENCY_CONFLICT"
-    again = error_of(await mutate(
-        client, PAY_ORDER, {**payment, "amount": 7_500, "idempotencyKey": "pay-2"}, ann.token))
+    again = error_of(await mutate(client, PAY_ORDER, {**payment, "idempotencyKey": "pay-2"},
+                                  ann.token))
     assert again["code"] == "INVALID_TRANSITION"
     assert "paid" in again["message"] and "pay" in again["message"]
     assert head(live_runtime) == after_payment
@@ -337,24 +336,16 @@ async def test_failed_payments_are_recorded_and_three_flag_the_order_for_review(
 ) -> None:
     ann = await shopper(client)
     order = await place(client, ann, [line("lamp", 1, 6_500)])
-    failure = {"orderId": order["id"], "method": "CARD", "amount": 7_500,
-               "outcome": "FAILED", "failureReason": "card declined"}
-
-    before = head(live_runtime)
-    no_reason = error_of(await mutate(
-        client, PAY_ORDER, {**failure, "failureReason": " ", "idempotencyKey": "f0"}, ann.token))
-    assert no_reason["code"] == "VALIDATION"
-    assert head(live_runtime) == before
 
     for attempt in (1, 2):
-        payload = ok(await mutate(client, PAY_ORDER, {**failure, "idempotencyKey": f"f{attempt}"},
-                                  ann.token))
-        assert payload["position"] > before
-        order = payload["order"]
+        answer = await pay_through_provider(client, order["id"], ann.token, method="CARD",
+                                            outcome="failed", failure_reason="card declined")
+        assert answer["recorded"] == "failed"
+        order = data(await gql(client, ORDER, {"id": order["id"]}, token=ann.token))["order"]
         assert (order["state"], order["failedPayments"]) == ("PLACED", attempt)
         assert order["payments"] == [] and order["reviewFlags"] == []
-    order = ok(await mutate(client, PAY_ORDER, {**failure, "idempotencyKey": "f3"},
-                            ann.token))["order"]
+    await pay_through_provider(client, order["id"], ann.token, outcome="failed")
+    order = data(await gql(client, ORDER, {"id": order["id"]}, token=ann.token))["order"]
     assert order["failedPayments"] == 3
     assert [f["rule"] for f in order["reviewFlags"]] == ["repeated_payment_failures"]
     assert "3" in order["reviewFlags"][0]["detail"]
@@ -401,7 +392,7 @@ async def test_impossible_transitions_name_the_state_and_record_nothing(
 
     before = head(live_runtime)
     paying = error_of(await mutate(client, PAY_ORDER, {
-        "orderId": cancelled["id"], "method": "CARD", "amount": 7_500, "idempotencyKey": "p",
+        "orderId": cancelled["id"], "method": "CARD", "idempotencyKey": "p",
     }, ann.token))
     assert paying["code"] == "INVALID_TRANSITION"
     assert "cancelled" in paying["message"] and "pay" in paying["message"]
@@ -682,7 +673,7 @@ async def test_a_member_can_neither_read_nor_act_on_another_members_order(
 
     before = head(live_runtime)
     paying = error_of(await mutate(client, PAY_ORDER, {
-        "orderId": order["id"], "method": "CARD", "amount": 7_500, "idempotencyKey": "p1",
+        "orderId": order["id"], "method": "CARD", "idempotencyKey": "p1",
     }, bob.token))
     assert paying["code"] == "FORBIDDEN"
     cancelling = error_of(await mutate(client, CANCEL_ORDER, {
@@ -724,11 +715,9 @@ async def test_staff_list_orders_newest_first_with_filters_and_pages(
         placed.append(await place(client, who, [line("lamp", 1, 6_500)]))
         clock.advance(timedelta(minutes=5))
     await pay(client, ann, placed[0])
-    for attempt in range(3):
-        ok(await mutate(client, PAY_ORDER, {
-            "orderId": placed[1]["id"], "method": "CARD", "amount": 7_500,
-            "outcome": "FAILED", "failureReason": "declined", "idempotencyKey": f"f{attempt}",
-        }, ann.token))
+    for _attempt in range(3):
+        await pay_through_provider(client, placed[1]["id"], ann.token, method="CARD",
+                                   outcome="failed", failure_reason="declined")
 
     async def listing(token: str = AGENT, **variables: Any) -> dict[str, Any]:
         body = await gql(client, ORDERS, variables, token=token)
@@ -781,12 +770,15 @@ async def test_a_retried_failed_payment_report_is_recorded_once(
 ) -> None:
     ann = await shopper(client)
     order = await place(client, ann, [line("lamp", 1, 6_500)])
-    failure = {"orderId": order["id"], "method": "CARD", "amount": 7_500, "outcome": "FAILED",
-               "failureReason": "card declined", "idempotencyKey": "attempt-1"}
-    first = ok(await mutate(client, PAY_ORDER, failure, ann.token))
-    assert first["order"]["failedPayments"] == 1
+    attempt = (await request_payment(client, order["id"], ann.token, "CARD"))["attempt"]
+    failure = callback(attempt["reference"], 7_500, "failed", failure_reason="card declined")
+    assert (await post_callback(client, failure)).status_code == 202
+    first = data(await gql(client, ORDER, {"id": order["id"]}, token=ann.token))["order"]
+    assert first["failedPayments"] == 1
     before = head(live_runtime)
-    # The payment provider's callback is delivered again: same key, same input.
-    retry = ok(await mutate(client, PAY_ORDER, failure, ann.token))
-    assert retry["order"]["failedPayments"] == 1
+    # The payment provider's callback is delivered again: same event id, same body.
+    retry = await post_callback(client, failure)
+    assert retry.status_code == 202 and retry.json()["duplicate"] is True
+    again = data(await gql(client, ORDER, {"id": order["id"]}, token=ann.token))["order"]
+    assert again["failedPayments"] == 1
     assert head(live_runtime) == before

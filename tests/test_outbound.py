@@ -31,6 +31,7 @@ from api.outbound import (
     deactivate_webhook,
     register_webhook,
 )
+from api.signing import verify
 from domain.clock import AdjustableClock
 from projections.database import DatabaseConfig
 from projections.shipping_tables import notification_outbox
@@ -172,8 +173,11 @@ def test_webhooks_get_the_payload_signed_with_their_secret(
     payloads = {r["notification_id"]: r["payload"] for r in rows(engine)}
     for request, (notification_id, channel) in zip(receiver.requests, keys, strict=True):
         body, headers = request["body"], request["headers"]
-        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        # HMAC-SHA256 over "<timestamp>." + body, which the receiver verifies as we do.
+        signed = headers["X-Patron-Timestamp"].encode() + b"." + body
+        expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
         assert headers["X-Patron-Signature"] == f"sha256={expected}"
+        verify(SECRET, headers, body)
         assert headers["Content-Type"] == "application/json"
         assert headers["X-Patron-Delivery"] == f"{notification_id}:{channel}"
         assert json.loads(body) == payloads[notification_id]

@@ -6,6 +6,7 @@ read models, so they see whatever the projections write, whichever process recor
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,9 +18,12 @@ from strawberry.relay import GlobalID
 
 from api.app import create_app
 from api.runtime import Runtime
+from api.signing import signed_headers
 from domain.clock import AdjustableClock
 from domain.metadata import Channel, EventMetadata, Role
+from tests.conftest import TEST_PAYMENT_SECRET
 from tests.graphql import REGISTER, token_for
+from tests.payments import callback
 from tests.test_points_subscription import PROTOCOL, Messages, post
 
 AGENT = token_for(Role.AGENT, "agent-7")
@@ -42,7 +46,7 @@ mutation P($input: PlaceOrderInput!) { placeOrder(input: $input) {
 """
 PAY = """
 mutation P($input: PayOrderInput!) { payOrder(input: $input) {
-  order { id state } userErrors { code } } }
+  order { id state } attempt { reference amount { amount } } userErrors { code } } }
 """
 CREATE = """
 mutation C($input: CreateShipmentInput!) { createShipment(input: $input) {
@@ -86,10 +90,16 @@ def paid_order(http: TestClient, member: Member) -> str:
     ]}}, member.token)["placeOrder"]
     assert placed["userErrors"] == []
     order = placed["order"]
-    paid = post(http, PAY, {"input": {
-        "orderId": order["id"], "method": "ALIPAY", "amount": order["pricing"]["total"]["amount"],
+    asked = post(http, PAY, {"input": {
+        "orderId": order["id"], "method": "ALIPAY",
         "idempotencyKey": uuid.uuid4().hex}}, member.token)["payOrder"]
-    assert paid["userErrors"] == [] and paid["order"]["state"] == "PAID"
+    assert asked["userErrors"] == [] and asked["order"]["state"] == "PLACED"
+    # The provider confirms the attempt with its signed callback.
+    attempt = asked["attempt"]
+    body = json.dumps(callback(attempt["reference"], attempt["amount"]["amount"])).encode()
+    confirmed = http.post("/webhooks/payments/testpay", content=body, headers={
+        "Content-Type": "application/json", **signed_headers(TEST_PAYMENT_SECRET, body)})
+    assert confirmed.status_code == 202, confirmed.text
     return str(order["id"])
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from eventsourcing.domain import Aggregate
@@ -542,3 +543,21 @@ def test_pickup_switches_and_parcels_that_move_after_an_erasure(runtime: Runtime
         assert _dicts(conn, notification_shipments, member_id=dora) == []
         (row,) = _dicts(conn, shipment_tracking, shipment_id=str(late.id))
     assert row["status"] == "picked_up"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9999-12-31T23:59:59-23:59", datetime.max.replace(tzinfo=UTC)),
+        ("0001-01-01T00:00:00+14:00", datetime.min.replace(tzinfo=UTC)),
+        ("2200-12-31T23:59:59-13:59", datetime(2201, 1, 1, 13, 58, 59, tzinfo=UTC)),
+    ],
+)
+def test_read_model_times_never_overflow(value: str, expected: datetime) -> None:
+    """Issue 14: an `eta` at the end of the calendar with a -23:59 offset stopped the
+    shipment_tracking projection with an OverflowError. The edges refuse such times now,
+    and the projections' conversion clamps instead of failing on any stored value."""
+    from projections.commerce_tables import iso, utc
+
+    assert utc(value) == expected
+    assert iso(datetime.fromisoformat(value)) == expected.isoformat()

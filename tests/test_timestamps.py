@@ -41,7 +41,9 @@ def test_instants_come_back_aware_in_utc_whatever_zone_they_were_written_in(
     assert rows[3] == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # naive is taken as UTC
 
 
-async def test_a_members_registration_time_has_a_zone_over_the_api(client: httpx.AsyncClient) -> None:
+async def test_a_members_registration_time_has_a_zone_over_the_api(
+    client: httpx.AsyncClient,
+) -> None:
     await register(client, name="Zoe Tan", email="zoe.tan@example.com")
     body = await gql(client, "{ members(first: 5) { edges { node { registeredAt } } } }",
                      token=token_for(Role.ADMIN, "admin-1"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
@@ -40,12 +39,6 @@ OrderState = strawberry.enum(model.OrderState)
 PaymentMethod = strawberry.enum(model.PaymentMethod)
 CancellationReason = strawberry.enum(model.CancellationReason)
 STAFF = (Role.AGENT, Role.ADMIN)
-
-
-@strawberry.enum
-class PaymentOutcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 @strawberry.type(description="An amount of money: integer minor units of a currency.")
@@ -317,16 +310,27 @@ class PlaceOrderInput:
     reason: str | None = None
 
 
-@strawberry.input
+@strawberry.input(description=(
+    "Ask to pay an order online: opens a payment attempt with the payment provider for the "
+    "amount due. The order is paid only when the provider confirms it with its signed "
+    "callback (POST /webhooks/payments/{provider})."
+))
 class PayOrderInput:
     order_id: strawberry.ID
-    method: PaymentMethod
-    amount: Long  # type: ignore[valid-type]
-    provider_reference: str | None = None
-    outcome: PaymentOutcome = PaymentOutcome.SUCCEEDED
-    failure_reason: str | None = None
+    method: PaymentMethod = strawberry.field(description="CARD, ALIPAY or WECHAT_PAY.")
+    idempotency_key: str = strawberry.field(
+        description="A retry with the same key returns the same attempt and reference."
+    )
+
+
+@strawberry.input(description="Staff: a payment taken in person, with the mandatory reason.")
+class RecordInPersonPaymentInput:
+    order_id: strawberry.ID
+    method: PaymentMethod = strawberry.field(
+        description="CASH_ON_DELIVERY, IN_STORE or STORE_CREDIT."
+    )
     idempotency_key: str
-    reason: str | None = None
+    reason: str
 
 
 @strawberry.input
@@ -382,8 +386,24 @@ class PlaceOrderPayload(OrderPayload):
     pass
 
 
+@strawberry.type(description="An open request to the payment provider to collect an amount.")
+class PaymentAttempt:
+    reference: str = strawberry.field(
+        description="The provider reference: the provider's callback names it."
+    )
+    provider: str
+    method: PaymentMethod
+    amount: Money
+    requested_at: dt.datetime
+
+
 @strawberry.type
 class PayOrderPayload(OrderPayload):
+    attempt: PaymentAttempt | None = None
+
+
+@strawberry.type
+class RecordInPersonPaymentPayload(OrderPayload):
     pass
 
 
@@ -550,23 +570,48 @@ class OrderMutations:
 
         return await order_mutation(info, PlaceOrderPayload, act, input.reason)
 
-    @strawberry.mutation(description="Record a payment attempt; it must equal the amount due.")
+    @strawberry.mutation(description=(
+        "Ask the payment provider to collect the amount due. Never marks the order paid: "
+        "the provider's signed callback does."
+    ))
     async def pay_order(self, info: strawberry.Info, input: PayOrderInput) -> PayOrderPayload:
+        attempts: list[dict[str, Any]] = []
+
         def act(ctx: RequestContext, meta: EventMetadata) -> CommandResult:
             order_id = owned_order(ctx, input.order_id)
-            if ctx.principal.is_staff:
-                meta.require_reason()
-            if input.outcome is PaymentOutcome.FAILED:
-                return ctx.runtime.orders.record_payment_failure(
-                    order_id, input.method.value, input.amount, input.provider_reference,
-                    input.failure_reason or "", meta, key=input.idempotency_key,
-                )
-            return ctx.runtime.orders.pay(
-                order_id, input.method.value, input.amount, input.provider_reference,
-                input.idempotency_key, meta,
-            )
+            provider = ctx.runtime.settings.default_payment_provider
+            if provider is None:
+                raise ValidationError("no payment provider is configured", "method")
+            result, attempt = ctx.runtime.payments.request(
+                order_id, input.method.value, provider, input.idempotency_key, meta)
+            attempts.append(attempt)
+            return result
 
-        return await order_mutation(info, PayOrderPayload, act, input.reason)
+        payload = await order_mutation(info, PayOrderPayload, act, None)
+        if attempts and payload.order is not None:
+            attempt = attempts[-1]
+            payload.attempt = PaymentAttempt(
+                reference=attempt["reference"], provider=attempt["provider"],
+                method=PaymentMethod(attempt["method"]),
+                amount=money(attempt["amount"], payload.order.row["currency"]),
+                requested_at=_at(attempt["at"]),
+            )
+        return payload
+
+    @strawberry.mutation(description=(
+        "Staff: record a cash-on-delivery, in-store or store-credit payment of the amount "
+        "due, with a reason. Members cannot."
+    ))
+    async def record_in_person_payment(
+        self, info: strawberry.Info, input: RecordInPersonPaymentInput
+    ) -> RecordInPersonPaymentPayload:
+        def act(ctx: RequestContext, meta: EventMetadata) -> CommandResult:
+            _require_staff(ctx)
+            order_id = owned_order(ctx, input.order_id)
+            return ctx.runtime.payments.record_in_person(
+                order_id, input.method.value, input.idempotency_key, meta)
+
+        return await order_mutation(info, RecordInPersonPaymentPayload, act, input.reason)
 
     @strawberry.mutation(description="Cancel before shipment; a paid order is refunded.")
     async def cancel_order(

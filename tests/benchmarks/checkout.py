@@ -1,14 +1,18 @@
 """What a checkout (place an order, then pay it) costs over GraphQL, against the application;
 and how fast the loyalty projection rebuilds a demo year, against merely decoding it.
 
-Checkout: N concurrent clients send `placeOrder` then `payOrder` (the amount the first
-answer priced) over real HTTP to a real uvicorn, each as its member (their own token); the
-same two commands are called N times directly on OrderService (place, load the order for
-its total, pay) from as many threads and once more sequentially, in the same run on the
-same database. The HTTP figures include what a frontend waits for: token check, GraphQL,
-the commands in a worker thread and read-your-writes (each answer already shows the order
-placed or paid). The direct figures are the commands alone, with the projection runner
-stopped; how long the runner then takes to apply those writes is reported separately.
+Checkout: N concurrent clients send `placeOrder`, then `payOrder` (which opens a payment
+attempt for the amount due), then the payment provider's signed callback to
+`POST /webhooks/payments/simulator` (what `patron payments simulate` sends), then query the
+order, which must show it paid, over real HTTP to a real uvicorn, each as its member (their
+own token); the same steps are run N times directly (OrderService.place, PaymentService
+request, and the in-process signed callback through the same verification and service code
+as the webhook) from as many threads and once more sequentially, in the same run on the same
+database. The HTTP figures include what a frontend and provider wait for: token check,
+GraphQL, signature check, the commands in a worker thread and read-your-writes (each answer
+already shows the order placed, and the member's query after the callback shows it paid).
+The direct figures are the commands alone, with the projection runner stopped; how long
+the runner then takes to apply those writes is reported separately.
 Each phase checks out for its own freshly registered members, so a phase never reloads
 accounts another phase grew. Clients and server share this process (and its GIL).
 
@@ -26,13 +30,17 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from api.config import Settings
+from api.config import SIMULATOR, Settings, simulator_secret
 from api.demo import CATALOGUE, demo_runtime_clock, seed_demo
+from api.payment_simulator import pay_in_process
+from api.payment_webhooks import callback_body
 from api.runtime import Runtime
+from api.signing import signed_headers
 from domain.clock import AdjustableClock
 from tests.benchmarks.common import (
     FailureLog,
@@ -69,11 +77,21 @@ mutation Place($input: PlaceOrderInput!) {
 PAY_ORDER = """
 mutation Pay($input: PayOrderInput!) {
   payOrder(input: $input) {
-    order { id state paid { amount } }
+    order { id state }
+    attempt { reference amount { amount currency } }
     userErrors { field message code }
   }
 }
 """
+
+ORDER = "query O($id: ID!) { order(id: $id) { id state paid { amount } } }"
+PROVIDER = SIMULATOR
+
+
+def provider_callback(reference: str, amount: int, currency: str) -> bytes:
+    """What the provider posts once it has collected the amount."""
+    return callback_body(f"evt_{uuid.uuid4().hex}", reference, "succeeded", amount, currency,
+                         datetime.now(UTC))
 
 
 def basket() -> list[dict[str, Any]]:
@@ -109,11 +127,10 @@ def direct_phase(
             placed = runtime.orders.place(
                 member_id, lines, None, 0, f"{label}-{index}", metadata_for(str(member_id))
             )
-            amount = runtime.orders.get(placed.aggregate_id).total
-            runtime.orders.pay(
-                placed.aggregate_id, METHOD, amount, None, f"{label}-{index}-pay",
-                metadata_for(str(member_id)),
-            )
+            answer = pay_in_process(runtime, placed.aggregate_id, METHOD,
+                                    f"{label}-{index}-pay", metadata_for(str(member_id)))
+            if answer["recorded"] != "paid":
+                raise RuntimeError(f"the callback did not pay order {placed.aggregate_id}")
         except Exception as error:
             log(f"direct checkout {index} failed: {type(error).__name__}: {error}")
             return False
@@ -126,9 +143,10 @@ class CheckoutSender:
     """Places and pays an order as each member and checks both answers: HTTP 200, no
     errors, and an order that already shows the state the mutation moved it to."""
 
-    def __init__(self, tokens: dict[uuid.UUID, str], members: list[uuid.UUID], label: str
-                 ) -> None:
+    def __init__(self, tokens: dict[uuid.UUID, str], members: list[uuid.UUID], label: str,
+                 provider_secret: str) -> None:
         self.tokens = tokens
+        self.provider_secret = provider_secret
         self.members = members
         self.label = label
         self.lines = graphql_basket()
@@ -148,30 +166,48 @@ class CheckoutSender:
         payload = (body.get("data") or {}).get(name) or {}
         if body.get("errors") or payload.get("userErrors") or not payload.get("order"):
             return None, f"{name}: {body}"
-        return payload["order"], ""
+        return payload, ""
 
     async def __call__(self, client: httpx.AsyncClient, index: int) -> bool:
         member_id = self.members[index % len(self.members)]
         token = self.tokens[member_id]
         key = f"{self.label}-{index}"
-        order, why = await self._send(
+        placed, why = await self._send(
             client, token, PLACE_ORDER, "placeOrder",
             {"lines": self.lines, "idempotencyKey": key},
         )
-        if order is None:
+        if placed is None:
             return self._failed(index, why)
+        order = placed["order"]
         if order["state"] != "PLACED":
             return self._failed(index, f"read-your-writes not honoured: {order}")
         amount = order["pricing"]["total"]["amount"]
-        paid, why = await self._send(
+        asked, why = await self._send(
             client, token, PAY_ORDER, "payOrder",
-            {"orderId": order["id"], "method": METHOD.upper(), "amount": amount,
-             "idempotencyKey": f"{key}-pay"},
+            {"orderId": order["id"], "method": METHOD.upper(), "idempotencyKey": f"{key}-pay"},
         )
-        if paid is None:
+        if asked is None:
             return self._failed(index, why)
-        if paid["state"] != "PAID" or paid["paid"]["amount"] != amount:
-            return self._failed(index, f"read-your-writes not honoured: {paid}")
+        attempt = asked["attempt"]
+        if attempt["amount"]["amount"] != amount:
+            return self._failed(index, f"attempt for another amount: {attempt}")
+        body = provider_callback(attempt["reference"], amount, attempt["amount"]["currency"])
+        confirmed = await client.post(
+            f"/webhooks/payments/{PROVIDER}", content=body,
+            headers={"Content-Type": "application/json",
+                     **signed_headers(self.provider_secret, body)},
+        )
+        if confirmed.status_code != 202:
+            return self._failed(index, f"callback: HTTP {confirmed.status_code}: "
+                                       f"{confirmed.text}")
+        response = await client.post(
+            "/graphql", json={"query": ORDER, "variables": {"id": order["id"]}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        paid = ((response.json().get("data") or {}).get("order") or {}
+                if response.status_code == 200 else {})
+        if paid.get("state") != "PAID" or paid["paid"]["amount"] != amount:
+            return self._failed(index, f"read-your-writes not honoured: {response.text}")
         return True
 
 
@@ -183,11 +219,14 @@ async def http_phase(
     concurrency: int,
     total: int,
     warmup: int,
+    provider_secret: str,
 ) -> LoadResult:
     async with http_clients(base_url, concurrency) as clients:
         if warmup:
-            await drive_http(clients, warmup, CheckoutSender(tokens, warmup_members, "warm-http"))
-        return await drive_http(clients, total, CheckoutSender(tokens, members, "http"))
+            await drive_http(clients, warmup, CheckoutSender(tokens, warmup_members,
+                                                             "warm-http", provider_secret))
+        return await drive_http(clients, total, CheckoutSender(tokens, members, "http",
+                                                               provider_secret))
 
 
 def checkout_figures(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -222,7 +261,7 @@ def checkout_figures(args: argparse.Namespace, settings: Settings) -> dict[str, 
         tokens = member_tokens(settings.secret_key, warmup_members + http_members)
         http = serve_and_drive(runtime, lambda base_url: http_phase(
             base_url, tokens, warmup_members, http_members,
-            args.concurrency, args.checkouts, args.warmup,
+            args.concurrency, args.checkouts, args.warmup, simulator_secret(settings.secret_key),
         ))
         log(http.describe(f"HTTP GraphQL checkouts, {args.concurrency} clients"))
     finally:
@@ -320,7 +359,9 @@ def per_second(count: int, elapsed: float) -> float:
 
 def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     # No scheduler ticking in the server while it is measured.
-    settings = Settings.from_env(url, scheduler_interval=0.0)
+    # Payments are confirmed by the simulator provider's signed callbacks.
+    settings = Settings.from_env(url, scheduler_interval=0.0, payment_simulator=True,
+                                 payment_provider=PROVIDER)
     rebuild = rebuild_figures(args, settings)
     checkout = checkout_figures(args, settings)
     return {"benchmark": "checkout", **environment_figures(url), **checkout, **rebuild}
