@@ -90,8 +90,13 @@ class UserError:
 
 
 def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    """A domain field path as the client wrote it: `price_overrides.0.unit_price` is
+    `priceOverrides.0.unitPrice` (each dotted segment on its own)."""
+    def segment(part: str) -> str:
+        head, *rest = part.split("_")
+        return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+    return ".".join(segment(part) for part in name.split("."))
 
 
 @strawberry.type

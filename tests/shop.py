@@ -1,0 +1,41 @@
+"""The catalogue a test's orders need, listed before they are placed.
+
+Orders are priced by the catalogue, never by the caller. Tests that think in priced lines
+(`{product_id, name, quantity, unit_price, ...}`) list each line's product at that price
+first, as the shop's admin would, and then ask for what a client may ask for: a product and
+a quantity. Re-listing a product at another price revises it, so a test's later orders pay
+the new price and its earlier orders keep theirs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from api.runtime import Runtime
+from domain.metadata import Channel, EventMetadata, Role
+
+CATALOGUE_ADMIN = "catalogue-admin"
+
+
+def catalogue_admin() -> EventMetadata:
+    return EventMetadata(CATALOGUE_ADMIN, Role.ADMIN, Channel.ADMIN, "catalogue", None,
+                         uuid.uuid4().hex, "test catalogue")
+
+
+def product_of(line: Mapping[str, Any], currency: str) -> dict[str, Any]:
+    """The catalogue product a priced line describes."""
+    return {"product_id": line["product_id"], "name": line.get("name") or line["product_id"],
+            "price": line["unit_price"], "currency": currency,
+            "category": line.get("category"), "brand": line.get("brand")}
+
+
+def stocked(runtime: Runtime, lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """List each priced line's product at its price; the lines as `OrderService.place`
+    takes them (product and quantity)."""
+    requested = []
+    for line in lines:
+        runtime.catalogue.upsert(product_of(line, runtime.rules.currency), catalogue_admin())
+        requested.append({"product_id": line["product_id"], "quantity": line["quantity"]})
+    return requested
