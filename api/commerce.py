@@ -362,10 +362,6 @@ class LoyaltyService:
         checked = check_key(key)
         if not isinstance(points, int) or points == 0:
             raise ValidationError("an adjustment moves a non-zero number of points", "points")
-        if abs(points) > self.rules.max_points_adjustment:
-            raise ValidationError(
-                f"an adjustment moves at most {self.rules.max_points_adjustment} points",
-                "points")
         fingerprint = request_hash("adjust", points, meta.reason)
 
         def act(_session: Session, account: LoyaltyAccount, now: datetime) -> None:

@@ -177,10 +177,12 @@ class LoyaltyRules:
     # Input limits: what one order line may ask for, what one order may be worth before
     # discounts (minor units), and how many points one admin adjustment may move. They keep
     # a typo (or a hostile client) from minting a Platinum tier or an unpayable order, and
-    # keep every amount far inside 64 bits.
+    # keep every amount far inside 64 bits. max_points_adjustment bounds every single credit
+    # or debit of points other than an order's earnings (adjustments, awards, redemptions,
+    # points paying an order).
     max_line_quantity: int = 999
     max_order_value: int = 100_000_000
-    max_points_adjustment: int = 1_000_000
+    max_points_adjustment: int = 10_000_000
     # A coupon for every new member's first order (value 0 turns it off).
     welcome_coupon_value: int = 1_000
     welcome_coupon_min_spend: int = 5_000
