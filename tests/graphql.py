@@ -81,15 +81,26 @@ async def list_product(client: httpx.AsyncClient, product_id: str, price: int, *
     return payload
 
 
+LISTED = """
+query P($id: String!) {
+  product(productId: $id) { name category brand releasedOn attributes consumable }
+}
+"""
+
+
 async def order_lines(client: httpx.AsyncClient,
                       lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Lines as a member sends them (productId and quantity), after listing each priced
     line's product (`productId`, `unitPrice`, optional `name`, `category`, `brand`) in the
-    catalogue at that price: the catalogue, not the client, prices an order."""
+    catalogue at that price: the catalogue, not the client, prices an order. A product
+    listed already keeps its name and what the line does not say (category, brand, release
+    date, attributes, consumable): the line only sets its price."""
     sent = []
     for line in lines:
-        await list_product(client, line["productId"], line["unitPrice"],
-                           name=line.get("name"), category=line.get("category"),
-                           brand=line.get("brand"))
+        listed = data(await gql(client, LISTED, {"id": line["productId"]}))["product"] or {}
+        await list_product(client, line["productId"], line["unitPrice"], **{
+            **listed, "name": listed.get("name") or line.get("name"),
+            "category": line.get("category") or listed.get("category"),
+            "brand": line.get("brand") or listed.get("brand")})
         sent.append({"productId": line["productId"], "quantity": line["quantity"]})
     return sent

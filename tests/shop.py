@@ -24,18 +24,27 @@ def catalogue_admin() -> EventMetadata:
                          uuid.uuid4().hex, "test catalogue")
 
 
-def product_of(line: Mapping[str, Any], currency: str) -> dict[str, Any]:
-    """The catalogue product a priced line describes."""
-    return {"product_id": line["product_id"], "name": line.get("name") or line["product_id"],
-            "price": line["unit_price"], "currency": currency,
-            "category": line.get("category"), "brand": line.get("brand")}
+def product_of(runtime: Runtime, line: Mapping[str, Any]) -> dict[str, Any]:
+    """The catalogue product a priced line describes. A product the test listed already
+    keeps its name and what the line does not say (category, brand, release date,
+    attributes, consumable): the line only sets its price."""
+    listed = runtime.catalogue.find(line["product_id"])
+    product = {"product_id": line["product_id"], "name": line.get("name") or line["product_id"],
+               "price": line["unit_price"], "currency": runtime.rules.currency,
+               "category": line.get("category"), "brand": line.get("brand")}
+    if listed is not None:
+        product.update(name=listed.name, released_on=listed.released_on,
+                       attributes=listed.attributes, consumable=listed.consumable,
+                       category=product["category"] or listed.category,
+                       brand=product["brand"] or listed.brand)
+    return product
 
 
 def stocked(runtime: Runtime, lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """List each priced line's product at its price; the lines as `OrderService.place`
-    takes them (product and quantity)."""
+    """List each priced line's product at its price (recording nothing when it already is
+    so); the lines as `OrderService.place` takes them (product and quantity)."""
     requested = []
     for line in lines:
-        runtime.catalogue.upsert(product_of(line, runtime.rules.currency), catalogue_admin())
+        runtime.catalogue.upsert(product_of(runtime, line), catalogue_admin())
         requested.append({"product_id": line["product_id"], "quantity": line["quantity"]})
     return requested
