@@ -10,6 +10,7 @@ adjustments of at most 10^13 — high enough to reach point balances far beyond 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import pytest
 
 from api.config import Settings
 from api.runtime import Runtime
-from domain.metadata import Role
+from domain.errors import ValidationError
+from domain.metadata import Channel, EventMetadata, Role
 from tests.graphql import data, gql, list_product, token_for
 from tests.test_orders_api import (
     ADJUST_POINTS,
@@ -289,3 +291,59 @@ def error_of_account(payload: dict[str, Any]) -> dict[str, Any]:
     (error,) = payload["userErrors"]
     result: dict[str, Any] = error
     return result
+
+
+async def test_orders_racing_a_price_change_each_pay_one_price_and_retries_place_one_order(
+    client: httpx.AsyncClient, live_runtime: Runtime
+) -> None:
+    members = [await shopper(client, f"Racer {n}") for n in range(6)]
+    await list_product(client, "lamp", 6_500)
+
+    async def order(who: Any, key: str) -> dict[str, Any]:
+        payload = await mutate(client, PLACE_ORDER, {
+            "lines": [{"productId": "lamp", "quantity": 3}], "idempotencyKey": key}, who.token)
+        result: dict[str, Any] = ok(payload)["order"]
+        return result
+
+    # Every member sends the same order twice at once while the shop reprices the lamp.
+    racing = [order(who, f"race-{n}") for n, who in enumerate(members) for _ in range(2)]
+    placed, _ = await asyncio.gather(asyncio.gather(*racing),
+                                     list_product(client, "lamp", 7_000))
+    for first, retry in zip(placed[::2], placed[1::2], strict=True):
+        assert first["id"] == retry["id"]
+    orders = [await order_of(client, o["id"]) for o in placed[::2]]
+    for snapshot in orders:
+        (line,) = snapshot["lines"]
+        assert line["unitPrice"]["amount"] in (6_500, 7_000)
+        assert snapshot["pricing"]["subtotal"]["amount"] == 3 * line["unitPrice"]["amount"]
+    counts = [data(await gql(client, "{ me { orders { totalCount } } }",
+                             token=who.token))["me"]["orders"]["totalCount"] for who in members]
+    assert counts == [1] * len(members)
+    # Once the repricing answered, every new order pays the new price.
+    later = await order_of(client, (await order(members[0], "after"))["id"])
+    assert later["lines"][0]["unitPrice"]["amount"] == 7_000
+
+
+def test_the_event_store_not_the_lagging_read_model_decides_what_can_be_bought(
+    runtime: Runtime
+) -> None:
+    """No projection runs here: the products read model knows nothing of the catalogue,
+    yet the order is priced, and refused, by the catalogue's own events."""
+    member = runtime.members.register({"name": "Lia", "email": "lia@example.com"},
+                                      meta_for("anon", Role.ANONYMOUS)).aggregate_id
+    own = meta_for(str(member), Role.MEMBER)
+    admin = meta_for("admin-1", Role.ADMIN, "catalogue")
+    runtime.catalogue.upsert({"product_id": "kettle", "name": "Kettle", "price": 12_000,
+                              "currency": runtime.rules.currency}, admin)
+    placed = runtime.orders.place(member, [{"product_id": "kettle", "quantity": 2}], None, 0,
+                                  "k1", own)
+    assert runtime.orders.get(placed.aggregate_id).lines[0]["unit_price"] == 12_000
+    runtime.catalogue.set_availability("kettle", False, "recalled", admin)
+    with pytest.raises(ValidationError) as refused:
+        runtime.orders.place(member, [{"product_id": "kettle", "quantity": 1}], None, 0, "k2",
+                             own)
+    assert refused.value.field == "lines.0.product_id"
+
+
+def meta_for(actor: str, role: Role, reason: str | None = None) -> EventMetadata:
+    return EventMetadata(actor, role, Channel.APP, "corr", None, uuid.uuid4().hex, reason)

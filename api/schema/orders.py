@@ -26,6 +26,7 @@ from api.schema.common import (
     page_size,
     readable,
     run_command,
+    written_row,
 )
 from api.service import CommandResult
 from domain import order as model
@@ -453,12 +454,14 @@ def owned_order(ctx: RequestContext, order_id: strawberry.ID) -> uuid.UUID:
 
 
 async def load_order(ctx: RequestContext, result: CommandResult) -> OrderNode | None:
-    try:
-        await ctx.runtime.wait_for_read_models(result.position)
-    except Exception:
-        return None
-    rows = await get_orders(ctx.runtime.async_engine, [str(result.aggregate_id)])
-    row = rows.get(str(result.aggregate_id))
+    """The order as the read model shows it once it includes this write (or, for a retry,
+    the first attempt's)."""
+    order_id = str(result.aggregate_id)
+
+    async def fetch() -> dict[str, Any] | None:
+        return (await get_orders(ctx.runtime.async_engine, [order_id])).get(order_id)
+
+    row = await written_row(ctx, result, fetch)
     return OrderNode.from_row(row) if row else None
 
 
