@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from api.service import CommandResult, Session, UnitOfWork
+from domain.catalogue import CatalogueProduct, product_aggregate_id
 from domain.clock import Clock
 from domain.coupon import Coupon, CouponSource, Reward, validate_terms
 from domain.errors import (
@@ -34,7 +35,7 @@ from domain.loyalty import CreditSource, DebitKind, LoyaltyAccount, account_id_f
 from domain.loyalty_rules import LoyaltyRules
 from domain.member import Member, MemberStatus
 from domain.metadata import EventMetadata
-from domain.order import Order, OrderState, validate_lines
+from domain.order import Order, OrderState, price_lines, price_overrides, requested_lines
 from domain.pricing import price_order
 
 ORDER_NAMESPACE = uuid.UUID("8b0e7c52-36f4-4b4a-9a61-2b7d1f0c9e11")
@@ -123,9 +124,21 @@ class OrderService:
         points: int,
         key: str,
         meta: EventMetadata,
+        overrides: Sequence[Mapping[str, Any]] = (),
     ) -> CommandResult:
+        """Place an order for the `lines` asked for (`{product_id, quantity}` each), priced
+        by the catalogue as it is in this unit of work; staff may override line prices
+        (`{line, unit_price, reason}` each). A retry with the key returns the first order,
+        whatever the catalogue says by then.
+        """
         order_id = self.order_id_for(member_id, key)
-        fingerprint = request_hash("place", lines, str(coupon_id) if coupon_id else None, points)
+        requested = requested_lines(lines, self.rules.max_line_quantity)
+        chosen = price_overrides(overrides, len(requested), meta)
+        fingerprint = request_hash(
+            "place", requested, str(coupon_id) if coupon_id else None, points,
+            *([sorted((i, o["unit_price"], o["reason"]) for i, o in chosen.items())]
+              if chosen else []),
+        )
 
         def decide(session: Session) -> Order:
             existing = session.find(Order, order_id)
@@ -145,7 +158,7 @@ class OrderService:
                     current_state=member.status, attempted="place an order",
                 )
             account = account_for(session, str(member_id), now, meta)
-            cleaned = validate_lines(lines)
+            cleaned = self.priced(session, requested, chosen, meta)
             coupon = None
             if coupon_id is not None:
                 coupon = session.find(Coupon, coupon_id)
@@ -181,6 +194,19 @@ class OrderService:
             return order
 
         return self.uow.result_of(self.uow.run(decide))
+
+    def priced(self, session: Session, requested: Sequence[dict[str, Any]],
+               chosen: Mapping[int, Mapping[str, Any]], meta: EventMetadata
+               ) -> list[dict[str, Any]]:
+        """The requested lines priced by the catalogue's products, read from the event store
+        in this unit of work (the read model may lag a price change or a product taken off
+        sale)."""
+        products = {
+            product_id: session.find(CatalogueProduct, product_aggregate_id(product_id))
+            for product_id in {line["product_id"] for line in requested}
+        }
+        return price_lines(requested, products, chosen, self.rules.currency,
+                           self.rules.max_order_value, meta)
 
     def pay(
         self,

@@ -103,6 +103,7 @@ CATALOGUE = (
     Product("P-9101", "Baby carrier", "baby", "hearth", 49_900, 1, True),
     Product("P-9102", "Baby wipes (6 packs)", "baby", "greenleaf", 3_900, 5),
 )
+PRICES = {product.product_id: product.price for product in CATALOGUE}
 # The catalogue the demo admin lists on the first morning (see _Year._list_catalogue):
 # products bought again and again may be recommended again after a purchase.
 CONSUMABLE_CATEGORIES = ("grocery",)
@@ -228,7 +229,9 @@ class OrderPlan:
 
     @property
     def subtotal(self) -> int:
-        return sum(line["quantity"] * line["unit_price"] for line in self.lines)
+        """What the catalogue will charge for the lines (the member's expectation, used to
+        pick a coupon and points; the order itself is priced by the catalogue)."""
+        return sum(line["quantity"] * PRICES[line["product_id"]] for line in self.lines)
 
 
 def seed_demo(
@@ -583,15 +586,12 @@ class _Year:
             product = rng.choices(CATALOGUE, weights=weights)[0]
             if product not in chosen:
                 chosen.append(product)
+        # A member asks for products and quantities; the catalogue listed on day 0 prices
+        # them when the order is placed.
         lines = [
             {
                 "product_id": p.product_id,
-                "sku": f"{p.product_id}-{rng.choice(['A', 'B', 'C'])}",
-                "name": p.name,
-                "category": p.category,
-                "brand": p.brand,
                 "quantity": 1 if p.premium or rng.random() < 0.7 else rng.randint(2, 3),
-                "unit_price": p.price,
             }
             for p in chosen
         ]

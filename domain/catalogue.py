@@ -1,7 +1,8 @@
 """The product catalogue: what the shop sells, what it costs, and whether it can be bought.
 
-Recommendations need to know what exists, is available and is new; orders only carry
-what a line said at the time. So each product the shop lists is a `CatalogueProduct`
+Orders are priced from it (an order copies each product's price, name, category and brand
+when it is placed, and refuses what is unavailable), and recommendations need to know what
+exists, is available and is new. So each product the shop lists is a `CatalogueProduct`
 aggregate, keyed by the shop's own product id (the one order lines carry): its id is
 `uuid5(CATALOGUE_NAMESPACE, product_id)`, so a second upsert of a product finds the first
 instead of creating another, and two upserts racing to list one new product clash on the

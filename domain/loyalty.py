@@ -32,7 +32,16 @@ from domain.metadata import EventMetadata
 from domain.validation import enum_value
 
 ACCOUNT_NAMESPACE = uuid.UUID("3f1f6f5e-7c55-4d0e-9a56-6a4bd0d5a1c1")
-MAX_ADJUSTMENT = 10_000_000
+
+
+def check_points(points: Any, rules: LoyaltyRules) -> None:
+    """One credit or debit moves 1 to `max_points_adjustment` points (configured): a typo
+    in an adjustment, or a runaway award, cannot mint a fortune or overflow a balance."""
+    if not isinstance(points, int) or isinstance(points, bool) or not (
+        0 < points <= rules.max_points_adjustment
+    ):
+        raise ValidationError(f"points must be from 1 to {rules.max_points_adjustment}",
+                              "points")
 
 
 class LotStatus(StrEnum):
@@ -275,10 +284,7 @@ class LoyaltyAccount(Aggregate):
             return False
         if once_marker is not None and once_marker in self.markers:
             return False
-        if not isinstance(points, int) or isinstance(points, bool) or not (
-            0 < points <= MAX_ADJUSTMENT
-        ):
-            raise ValidationError(f"points must be from 1 to {MAX_ADJUSTMENT}", "points")
+        check_points(points, rules)
         settle = min(self.debt, points)
         self._trigger(
             self.PointsEarned, now, lot_id=f"{source_value}:{self.version + 1}",
@@ -307,10 +313,7 @@ class LoyaltyAccount(Aggregate):
             meta.require_reason()
         if self.already_processed(key, request_hash):
             return False
-        if not isinstance(points, int) or isinstance(points, bool) or not (
-            0 < points <= MAX_ADJUSTMENT
-        ):
-            raise ValidationError(f"points must be from 1 to {MAX_ADJUSTMENT}", "points")
+        check_points(points, rules)
         redemption = kind_value != DebitKind.ADJUSTMENT.value
         if redemption:
             if points < rules.min_redemption_points:

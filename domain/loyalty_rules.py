@@ -135,6 +135,10 @@ class ProfileRules:
                 raise ValidationError(f"profile rule {name} must be a score from 1 to 5")
 
 
+# No input limit may exceed this: order values are summed, multiplied by earn rates and
+# stored in 64-bit columns, so every limit stays well inside 2**63.
+MAX_LIMIT = 10**15
+
 DEFAULT_TIERS = (
     TierRule(Tier.REGULAR, 0, 10000, 0, False, False, False, 24, 0, False),
     TierRule(Tier.SILVER, 200_000, 12000, 200, False, False, False, 24, 100, False),
@@ -170,6 +174,15 @@ class LoyaltyRules:
     abnormal_order_multiple: int = 5
     abnormal_order_floor: int = 100_000
     max_failed_payments: int = 3
+    # Input limits: what one order line may ask for, what one order may be worth before
+    # discounts (minor units), and how many points one admin adjustment may move. They keep
+    # a typo (or a hostile client) from minting a Platinum tier or an unpayable order, and
+    # keep every amount far inside 64 bits. max_points_adjustment bounds every single credit
+    # or debit of points other than an order's earnings (adjustments, awards, redemptions,
+    # points paying an order).
+    max_line_quantity: int = 999
+    max_order_value: int = 100_000_000
+    max_points_adjustment: int = 10_000_000
     # A coupon for every new member's first order (value 0 turns it off).
     welcome_coupon_value: int = 1_000
     welcome_coupon_min_spend: int = 5_000
@@ -207,6 +220,9 @@ class LoyaltyRules:
         object.__setattr__(self, "case_reasons", tuple(self.case_reasons))
         if self.redemption_points_per_unit <= 0 or self.minor_units_per_unit <= 0:
             raise ValidationError("conversion rates must be positive")
+        for name in ("max_line_quantity", "max_order_value", "max_points_adjustment"):
+            if not 1 <= getattr(self, name) <= MAX_LIMIT:
+                raise ValidationError(f"{name} must be from 1 to {MAX_LIMIT}")
         object.__setattr__(self, "tiers", tuple(ordered))
 
     def tier_rule(self, tier: Tier | str) -> TierRule:

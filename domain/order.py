@@ -14,14 +14,16 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.catalogue import CatalogueProduct, product_id_value
 from domain.errors import (
+    ForbiddenError,
     IdempotencyConflictError,
     InvalidTransitionError,
     LimitExceededError,
     NotFoundError,
     ValidationError,
 )
-from domain.metadata import EventMetadata
+from domain.metadata import MAX_REASON_LENGTH, EventMetadata
 from domain.pricing import PriceBreakdown
 
 MAX_LINES = 100
@@ -108,6 +110,134 @@ def validate_lines(lines: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             item[key] = value.strip().lower()[:64] if present else None
         cleaned.append(item)
     return cleaned
+
+
+def requested_lines(
+    lines: Sequence[Mapping[str, Any]], max_quantity: int
+) -> list[dict[str, Any]]:
+    """What a client may ask for: a product of the catalogue and a quantity per line.
+
+    Nothing else about a line comes from the client; `price_lines` takes the rest from the
+    catalogue. Fields are named as the client wrote them (`lines.2.product_id`).
+    """
+    if not lines:
+        raise ValidationError("an order needs at least one line", "lines")
+    if len(lines) > MAX_LINES:
+        raise ValidationError(f"an order has at most {MAX_LINES} lines", "lines")
+    requested = []
+    for index, line in enumerate(lines):
+        prefix = f"lines.{index}"
+        unknown = sorted(set(line) - {"product_id", "quantity"})
+        if unknown:
+            raise ValidationError(f"an order line names only a product and a quantity, not "
+                                  f"{unknown[0]}", f"{prefix}.{unknown[0]}")
+        product_id = product_id_value(line.get("product_id"), f"{prefix}.product_id")
+        quantity = line.get("quantity")
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or not (
+            1 <= quantity <= max_quantity
+        ):
+            raise ValidationError(
+                f"quantity must be a whole number from 1 to {max_quantity}", f"{prefix}.quantity"
+            )
+        requested.append({"product_id": product_id, "quantity": quantity})
+    return requested
+
+
+def price_overrides(
+    overrides: Sequence[Mapping[str, Any]], line_count: int, meta: EventMetadata
+) -> dict[int, dict[str, Any]]:
+    """Staff's price overrides by line index: each with its own reason, and only by staff.
+
+    A member never sets a price; staff placing an order for a member may, line by line,
+    with a reason an auditor reads on the order's event next to who gave it.
+    """
+    if not overrides:
+        return {}
+    if not meta.actor_role.is_staff:
+        raise ForbiddenError("only staff may override a catalogue price", "price_overrides")
+    chosen: dict[int, dict[str, Any]] = {}
+    for index, override in enumerate(overrides):
+        prefix = f"price_overrides.{index}"
+        line = override.get("line")
+        if not isinstance(line, int) or isinstance(line, bool) or not 0 <= line < line_count:
+            raise ValidationError(f"line must be the index of an order line (0 to "
+                                  f"{line_count - 1})", f"{prefix}.line")
+        if line in chosen:
+            raise ValidationError(f"line {line} already has a price override", f"{prefix}.line")
+        price = override.get("unit_price")
+        if not isinstance(price, int) or isinstance(price, bool) or price < 0:
+            raise ValidationError("unit price must be a non-negative amount in minor units",
+                                  f"{prefix}.unit_price")
+        reason = override.get("reason")
+        reason = reason.strip() if isinstance(reason, str) else ""
+        if not reason:
+            raise ValidationError("a price override needs a reason", f"{prefix}.reason")
+        if len(reason) > MAX_REASON_LENGTH:
+            raise ValidationError(f"reason must be at most {MAX_REASON_LENGTH} characters",
+                                  f"{prefix}.reason")
+        chosen[line] = {"unit_price": price, "reason": reason, "field": f"{prefix}.unit_price"}
+    return chosen
+
+
+def price_lines(
+    requested: Sequence[Mapping[str, Any]],
+    products: Mapping[str, CatalogueProduct | None],
+    overrides: Mapping[int, Mapping[str, Any]],
+    currency: str,
+    max_order_value: int,
+    meta: EventMetadata,
+) -> list[dict[str, Any]]:
+    """The order's lines as the catalogue prices them now: the snapshot the order keeps.
+
+    `requested` is from `requested_lines`, `products` the catalogue's product for each
+    requested product id (None when the shop does not list it), `overrides` from
+    `price_overrides`. Name, category, brand and price are copied, so a later change to the
+    catalogue never moves a placed order. The catalogue has no variants: a line's SKU is
+    its product id. An overridden line keeps the catalogue price beside the one charged,
+    with the reason and who overrode it.
+    """
+    lines: list[dict[str, Any]] = []
+    subtotal = 0
+    for index, request in enumerate(requested):
+        prefix = f"lines.{index}"
+        product = products.get(request["product_id"])
+        if product is None:
+            raise NotFoundError(f"product {request['product_id']!r} is not in the catalogue",
+                                f"{prefix}.product_id")
+        if not product.available:
+            raise ValidationError(f"product {product.product_id!r} is not available",
+                                  f"{prefix}.product_id")
+        if product.currency != currency:
+            raise ValidationError(
+                f"product {product.product_id!r} is priced in {product.currency}, the shop "
+                f"sells in {currency}", f"{prefix}.product_id")
+        line: dict[str, Any] = {
+            "line_id": f"L{index + 1}", "quantity": request["quantity"],
+            "unit_price": product.price, "product_id": product.product_id,
+            "sku": product.product_id, "name": product.name,
+            "category": product.category, "brand": product.brand,
+        }
+        price_field = f"{prefix}.quantity"
+        override = overrides.get(index)
+        if override is not None:
+            line["unit_price"] = override["unit_price"]
+            line["price_override"] = {
+                "catalogue_price": product.price, "reason": override["reason"],
+                "actor_id": meta.actor_id, "actor_role": meta.actor_role.value,
+            }
+            price_field = override["field"]
+        amount = line["quantity"] * line["unit_price"]
+        if amount > max_order_value:
+            raise ValidationError(
+                f"this line is worth {amount}, more than an order may be ({max_order_value})",
+                price_field)
+        subtotal += amount
+        lines.append(line)
+    if subtotal > max_order_value:
+        raise ValidationError(
+            f"the order is worth {subtotal}, more than an order may be ({max_order_value})",
+            "lines")
+    return lines
 
 
 class Order(Aggregate):

@@ -59,3 +59,48 @@ async def register(
     payload: dict[str, Any] = data(body)["registerMember"]
     assert payload["userErrors"] == [], payload["userErrors"]
     return payload
+
+
+UPSERT_PRODUCT = """
+mutation U($input: ProductInput!) {
+  upsertProduct(input: $input) { position userErrors { field message code } }
+}
+"""
+CATALOGUE_ADMIN = token_for(Role.ADMIN, "catalogue-admin")
+
+
+async def list_product(client: httpx.AsyncClient, product_id: str, price: int, *,
+                       name: str | None = None, currency: str = "CNY",
+                       **fields: Any) -> dict[str, Any]:
+    """List (or revise) a catalogue product as the shop's admin does."""
+    body = await gql(client, UPSERT_PRODUCT, {"input": {
+        "productId": product_id, "name": name or product_id, "price": price,
+        "currency": currency, **fields}}, token=CATALOGUE_ADMIN)
+    payload: dict[str, Any] = data(body)["upsertProduct"]
+    assert payload["userErrors"] == [], payload["userErrors"]
+    return payload
+
+
+LISTED = """
+query P($id: String!) {
+  product(productId: $id) { name category brand releasedOn attributes consumable }
+}
+"""
+
+
+async def order_lines(client: httpx.AsyncClient,
+                      lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines as a member sends them (productId and quantity), after listing each priced
+    line's product (`productId`, `unitPrice`, optional `name`, `category`, `brand`) in the
+    catalogue at that price: the catalogue, not the client, prices an order. A product
+    listed already keeps its name and what the line does not say (category, brand, release
+    date, attributes, consumable): the line only sets its price."""
+    sent = []
+    for line in lines:
+        listed = data(await gql(client, LISTED, {"id": line["productId"]}))["product"] or {}
+        await list_product(client, line["productId"], line["unitPrice"], **{
+            **listed, "name": listed.get("name") or line.get("name"),
+            "category": line.get("category") or listed.get("category"),
+            "brand": line.get("brand") or listed.get("brand")})
+        sent.append({"productId": line["productId"], "quantity": line["quantity"]})
+    return sent

@@ -53,6 +53,7 @@ from projections.engine import ProjectionRunner
 from projections.service_kpis import ServiceKpisProjection
 from projections.shipping_tables import shipment_tracking
 from projections.tables import metadata, projection_tracking
+from tests.shop import stocked
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -165,8 +166,8 @@ class Desk:
         self.orders += 1
         own = meta(member_id, Role.MEMBER, channel=Channel.APP)
         orders = self.runtime.orders
-        order = orders.place(UUID(member_id), LINES, None, 0, f"order-{self.orders}",
-                             own).aggregate_id
+        order = orders.place(UUID(member_id), stocked(self.runtime, LINES), None, 0,
+                             f"order-{self.orders}", own).aggregate_id
         orders.pay(order, "card", orders.get(order).total, None, f"pay-{self.orders}", own)
         tracking = f"SF-OUT-{self.orders}"
         self.runtime.shipping.create(order, None, "home_delivery", "standard", None, None,

@@ -32,6 +32,7 @@ from domain.errors import (
 from domain.metadata import Channel, EventMetadata, Role
 from domain.order import OrderState
 from domain.shipment import Direction
+from tests.shop import stocked
 
 ADDRESS = {"recipient": "Rita Ray", "line1": "1 Tea Road", "city": "Hangzhou",
            "postal_code": "310000", "country": "CN"}
@@ -57,8 +58,8 @@ class Shop:
             meta("anon", Role.ANONYMOUS),
         ).aggregate_id
         self.own = meta(str(self.member))
-        self.order = runtime.orders.place(self.member, spend_lines or LINES, None, 0,
-                                          uuid.uuid4().hex, self.own).aggregate_id
+        self.order = runtime.orders.place(self.member, stocked(runtime, spend_lines or LINES),
+                                          None, 0, uuid.uuid4().hex, self.own).aggregate_id
         runtime.orders.pay(self.order, "card", runtime.orders.get(self.order).total, None,
                            "pay", self.own)
 

@@ -32,6 +32,7 @@ from domain.errors import (
 from domain.loyalty import CreditSource
 from domain.metadata import Channel, EventMetadata, Role
 from tests.graphql import data, gql, token_for
+from tests.shop import stocked
 from tests.test_orders_api import (
     ADMIN,
     AGENT,
@@ -305,7 +306,8 @@ LINES = [{"product_id": "p1", "sku": "S1", "name": "Mug", "category": "Kitchen",
 
 def paid_order(runtime: Runtime, member: uuid.UUID) -> uuid.UUID:
     own = meta(str(member))
-    order = runtime.orders.place(member, LINES, None, 0, uuid.uuid4().hex, own).aggregate_id
+    order = runtime.orders.place(member, stocked(runtime, LINES), None, 0, uuid.uuid4().hex,
+                                 own).aggregate_id
     runtime.orders.pay(order, "card", runtime.orders.get(order).total, None, "pay", own)
     return order
 

@@ -33,6 +33,7 @@ from projections.campaign_tables import CAMPAIGN_TABLES, campaign_rewards, campa
 from projections.engine import ProjectionRunner
 from projections.tables import metadata
 from tests.segment_stand_in import admin_meta, define_segment, seed_segment
+from tests.shop import stocked
 
 T0 = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
 COUPON = {"coupon": {"kind": "fixed", "value": 1_000, "min_spend": 0, "valid_days": 14}}
@@ -90,7 +91,7 @@ class Shop:
             admin_meta("spring")).aggregate_id
 
     def place(self, member_id: str, price: int, coupon: UUID | None = None) -> UUID:
-        return self.rt.orders.place(UUID(member_id), [line(price, 2)], coupon, 0,
+        return self.rt.orders.place(UUID(member_id), stocked(self.rt, [line(price, 2)]), coupon, 0,
                                     uuid.uuid4().hex, meta(member_id)).aggregate_id
 
     def pay(self, member_id: str, order_id: UUID) -> int:

@@ -23,6 +23,7 @@ from api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
 from domain.clock import AdjustableClock
 from domain.errors import ValidationError
 from domain.metadata import Channel, EventMetadata, Role
+from tests.shop import stocked
 
 SECRET = "sf-webhook-secret-0123456789"
 
@@ -59,7 +60,8 @@ async def shipped_order(runtime: Runtime) -> tuple[uuid.UUID, uuid.UUID]:
         own = meta(str(member), Role.MEMBER)
         lines = [{"product_id": "p", "sku": "s", "name": "Kettle", "quantity": 1,
                   "unit_price": 12_000}]
-        order = runtime.orders.place(member, lines, None, 0, "o1", own).aggregate_id
+        order = runtime.orders.place(member, stocked(runtime, lines), None, 0, "o1",
+                                     own).aggregate_id
         runtime.orders.pay(order, "card", runtime.orders.get(order).total, None, "p1", own)
         address = {"recipient": "Lin", "line1": "2 Lake Rd", "city": "Hangzhou", "country": "CN"}
         shipment = runtime.shipping.create(
@@ -218,7 +220,8 @@ async def test_a_tracking_number_identifies_one_parcel_only(
         own = meta(str(member), Role.MEMBER)
         lines = [{"product_id": "p", "sku": "s", "name": "Cup", "quantity": 1,
                   "unit_price": 9_000}]
-        other = carrier_runtime.orders.place(member, lines, None, 0, "o2", own).aggregate_id
+        other = carrier_runtime.orders.place(member, stocked(carrier_runtime, lines), None, 0,
+                                             "o2", own).aggregate_id
         carrier_runtime.orders.pay(other, "card", carrier_runtime.orders.get(other).total,
                                    None, "p2", own)
         address = {"recipient": "Max", "line1": "3 Hill Rd", "city": "Suzhou", "country": "CN"}

@@ -13,6 +13,7 @@ from domain.clock import AdjustableClock
 from domain.errors import InvalidTransitionError, NotFoundError, ValidationError
 from domain.loyalty import CreditSource, birthdays_celebrated_on
 from domain.metadata import Channel, EventMetadata, Role
+from tests.shop import stocked
 
 
 def meta(actor: str, role: Role = Role.MEMBER, reason: str | None = None) -> EventMetadata:
@@ -27,7 +28,7 @@ def delivered_order(runtime: Runtime) -> tuple[uuid.UUID, uuid.UUID]:
     member = runtime.members.register({"name": "Rita", "email": "rita@example.com"},
                                       meta("anon", Role.ANONYMOUS)).aggregate_id
     own = meta(str(member))
-    order = runtime.orders.place(member, LINES, None, 0, "k1", own)
+    order = runtime.orders.place(member, stocked(runtime, LINES), None, 0, "k1", own)
     total = runtime.orders.get(order.aggregate_id).total
     runtime.orders.pay(order.aggregate_id, "card", total, None, "pay-1", own)
     return member, order.aggregate_id

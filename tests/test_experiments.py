@@ -80,6 +80,7 @@ from projections.experiment_tables import (
 )
 from projections.recommender_tables import recommender_models
 from tests.graphql import data, gql
+from tests.shop import stocked
 from tests.test_after_sales_projections import _differences
 from tests.test_orders_api import (
     ADMIN,
@@ -411,8 +412,8 @@ class Lab:
     def place(self, member_id: str, *lines: tuple[str, int, int]) -> UUID:
         order_lines = [{"product_id": p, "sku": p.upper(), "name": p, "quantity": q,
                         "unit_price": price} for p, q, price in lines]
-        return self.rt.orders.place(UUID(member_id), order_lines, None, 0, uuid.uuid4().hex,
-                                    meta(member_id)).aggregate_id
+        return self.rt.orders.place(UUID(member_id), stocked(self.rt, order_lines), None, 0,
+                                    uuid.uuid4().hex, meta(member_id)).aggregate_id
 
     def pay(self, member_id: str, order_id: UUID) -> None:
         total = self.rt.orders.get(order_id).total

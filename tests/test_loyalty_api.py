@@ -18,7 +18,7 @@ from api.commerce_readmodels import expiring_window
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.loyalty_rules import LoyaltyRules
-from tests.graphql import data, gql
+from tests.graphql import data, gql, order_lines
 from tests.test_orders_api import (
     ADMIN,
     AGENT,
@@ -378,17 +378,18 @@ async def test_points_pay_for_at_most_half_an_order_in_whole_units(
     ann = await shopper(client)
     await adjust(client, ann, 10_000)
     lines = [line("boots", 1, 8_000)]
+    sent = await order_lines(client, lines)
     before = head(live_runtime)
     for points, code in ((4_100, "VALIDATION"), (150, "VALIDATION"), (50, "VALIDATION"),
                          (-100, "VALIDATION")):
         error = error_of(await mutate(client, PLACE_ORDER, {
-            "lines": lines, "points": points, "idempotencyKey": "k"}, ann.token))
+            "lines": sent, "points": points, "idempotencyKey": "k"}, ann.token))
         assert (error["code"], error["field"]) == (code, "points"), points
     assert head(live_runtime) == before
     bob = await shopper(client, "Bob Ma")
     before = head(live_runtime)
     broke = error_of(await mutate(client, PLACE_ORDER, {
-        "lines": lines, "points": 100, "idempotencyKey": "k"}, bob.token))
+        "lines": sent, "points": 100, "idempotencyKey": "k"}, bob.token))
     assert broke["code"] == "INSUFFICIENT_POINTS"
     assert head(live_runtime) == before
 
@@ -634,7 +635,8 @@ async def test_points_returned_by_a_cancellation_do_not_count_towards_the_redemp
                     ann.token))
     assert (await account(client, ann))["available"] == 60_000
     # The cancellation undid that redemption: the same points can pay for the next order.
-    again = await mutate(client, PLACE_ORDER, {"lines": lines, "points": 40_000,
+    again = await mutate(client, PLACE_ORDER, {"lines": await order_lines(client, lines),
+                                               "points": 40_000,
                                                "idempotencyKey": "second-try"}, ann.token)
     assert again["userErrors"] == []
     assert again["order"]["pricing"]["pointsUsed"] == 40_000

@@ -27,7 +27,6 @@ from domain.errors import (
     ValidationError,
 )
 from domain.loyalty import (
-    MAX_ADJUSTMENT,
     CreditSource,
     DebitKind,
     LotStatus,
@@ -40,6 +39,7 @@ from domain.loyalty_rules import LoyaltyRules, Tier
 from domain.metadata import Channel, EventMetadata, Role
 
 RULES = LoyaltyRules()
+MAX_ADJUSTMENT = RULES.max_points_adjustment  # one credit or debit moves at most this
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 

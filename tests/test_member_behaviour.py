@@ -29,6 +29,7 @@ from domain.metadata import Channel, EventMetadata, Role
 from domain.profile import decay
 from projections.behaviour_tables import BEHAVIOUR_TABLES, behaviour_daily, member_interests
 from tests.graphql import data, gql, token_for
+from tests.shop import stocked
 from tests.test_after_sales_projections import _differences
 from tests.test_orders_api import Shopper, eventually, shopper
 
@@ -104,7 +105,7 @@ class Shop:
     def place(self, member: str, lines: list[dict[str, Any]],
               channel: Channel = Channel.APP) -> UUID:
         self.orders += 1
-        result = self.runtime.orders.place(UUID(member), lines, None, 0,
+        result = self.runtime.orders.place(UUID(member), stocked(self.runtime, lines), None, 0,
                                            f"order-{self.orders}", meta(member, channel=channel))
         return result.aggregate_id
 

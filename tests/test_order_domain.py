@@ -16,9 +16,11 @@ from uuid import uuid4
 import pytest
 from eventsourcing.application import Application
 
+from domain.catalogue import CatalogueProduct, validate_product
 from domain.errors import (
     DomainError,
     ErrorCode,
+    ForbiddenError,
     IdempotencyConflictError,
     InvalidTransitionError,
     NotFoundError,
@@ -33,6 +35,9 @@ from domain.order import (
     Order,
     OrderState,
     PaymentMethod,
+    price_lines,
+    price_overrides,
+    requested_lines,
     validate_lines,
 )
 from domain.pricing import CouponTerms, max_points_for, price_order
@@ -863,3 +868,73 @@ def test_a_provider_event_is_seen_once_whether_it_paid_or_failed() -> None:
     assert order.provider_event_seen("p:evt-2", "h3") is True
     with pytest.raises(IdempotencyConflictError):
         order.provider_event_seen("p:evt-2", "h1")
+
+
+# -- pricing requested lines from the catalogue ---------------------------------------------
+
+
+def listed(product_id: str, price: int, currency: str = "CNY",
+           available: bool = True) -> CatalogueProduct:
+    product = validate_product({"product_id": product_id, "name": product_id.title(),
+                                "price": price, "currency": currency, "category": "Outdoor",
+                                "available": available}, today=T0.date())
+    return CatalogueProduct.list_product(product, T0, meta(Role.ADMIN, "range"))
+
+
+def test_a_requested_line_names_only_a_product_and_a_quantity() -> None:
+    assert requested_lines([{"product_id": " tent ", "quantity": 2}], 5) == [
+        {"product_id": "tent", "quantity": 2}]
+    for line, field in (
+        ({"product_id": "tent", "quantity": 1, "unit_price": 1}, "lines.0.unit_price"),
+        ({"product_id": "tent", "quantity": 1, "name": "x"}, "lines.0.name"),
+        ({"product_id": "tent", "quantity": 6}, "lines.0.quantity"),
+        ({"product_id": "tent", "quantity": True}, "lines.0.quantity"),
+        ({"product_id": "", "quantity": 1}, "lines.0.product_id"),
+    ):
+        with pytest.raises(ValidationError) as error:
+            requested_lines([line], 5)
+        assert error.value.field == field, line
+
+
+def test_lines_are_priced_and_described_by_the_catalogue_within_the_order_limit() -> None:
+    products = {"tent": listed("tent", 30_000), "mug": listed("mug", 1_000)}
+    requested = [{"product_id": "tent", "quantity": 2}, {"product_id": "mug", "quantity": 1}]
+    lines = price_lines(requested, products, {}, "CNY", 61_000, MEMBER)
+    assert [(x["line_id"], x["sku"], x["name"], x["category"], x["unit_price"])
+            for x in lines] == [("L1", "tent", "Tent", "outdoor", 30_000),
+                                ("L2", "mug", "Mug", "outdoor", 1_000)]
+    with pytest.raises(ValidationError) as over:
+        price_lines(requested, products, {}, "CNY", 60_999, MEMBER)
+    assert over.value.field == "lines"
+    with pytest.raises(ValidationError) as line_over:
+        price_lines(requested, products, {}, "CNY", 59_999, MEMBER)
+    assert line_over.value.field == "lines.0.quantity"
+    for catalogue, field, error_type in (
+        ({"tent": None, "mug": products["mug"]}, "lines.0.product_id", NotFoundError),
+        ({**products, "mug": listed("mug", 1_000, available=False)}, "lines.1.product_id",
+         ValidationError),
+        ({**products, "mug": listed("mug", 1_000, currency="EUR")}, "lines.1.product_id",
+         ValidationError),
+    ):
+        with pytest.raises(error_type) as refused:
+            price_lines(requested, catalogue, {}, "CNY", 10**9, MEMBER)
+        assert refused.value.field == field
+
+
+def test_only_staff_override_a_price_each_with_a_reason_kept_beside_the_catalogue_price(
+) -> None:
+    agent = meta(Role.AGENT, "phone order")
+    with pytest.raises(ForbiddenError):
+        price_overrides([{"line": 0, "unit_price": 1, "reason": "please"}], 1, MEMBER)
+    chosen = price_overrides([{"line": 0, "unit_price": 25_000, "reason": " scratched "}], 1,
+                             agent)
+    (line,) = price_lines([{"product_id": "tent", "quantity": 1}],
+                          {"tent": listed("tent", 30_000)}, chosen, "CNY", 10**9, agent)
+    assert line["unit_price"] == 25_000
+    assert line["price_override"] == {"catalogue_price": 30_000, "reason": "scratched",
+                                      "actor_id": "agent-1", "actor_role": "agent"}
+    with pytest.raises(ValidationError) as over:
+        price_lines([{"product_id": "tent", "quantity": 1}], {"tent": listed("tent", 1)},
+                    price_overrides([{"line": 0, "unit_price": 10**17, "reason": "typo"}], 1,
+                                    agent), "CNY", 10**9, agent)
+    assert over.value.field == "price_overrides.0.unit_price"

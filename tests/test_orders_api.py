@@ -20,7 +20,7 @@ from strawberry.relay import GlobalID
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.metadata import Role
-from tests.graphql import data, gql, register, token_for
+from tests.graphql import data, gql, order_lines, register, token_for
 from tests.payments import callback, pay_through_provider, post_callback, request_payment
 
 T = TypeVar("T")
@@ -99,7 +99,9 @@ async def shopper(client: httpx.AsyncClient, name: str = "Ann Lee",
 
 def line(product: str = "tent-2p", quantity: int = 1, unit_price: int = 6_500,
          **extra: Any) -> dict[str, Any]:
-    return {"productId": product, "sku": product.upper(), "name": product.replace("-", " "),
+    """A line as a test thinks of it: the product at its catalogue price (listed before the
+    order is placed, see `tests.graphql.order_lines`)."""
+    return {"productId": product, "name": product.replace("-", " "),
             "quantity": quantity, "unitPrice": unit_price, **extra}
 
 
@@ -127,7 +129,8 @@ def error_of(payload: dict[str, Any]) -> dict[str, Any]:
 async def place(client: httpx.AsyncClient, who: Shopper, lines: list[dict[str, Any]],
                 key: str | None = None, **extra: Any) -> dict[str, Any]:
     payload = await mutate(client, PLACE_ORDER, {
-        "lines": lines, "idempotencyKey": key or uuid.uuid4().hex, **extra,
+        "lines": await order_lines(client, lines), "idempotencyKey": key or uuid.uuid4().hex,
+        **extra,
     }, who.token)
     order: dict[str, Any] = ok(payload)["order"]
     return order
@@ -252,8 +255,8 @@ async def test_an_order_shows_how_its_price_was_reached_and_a_retry_changes_noth
                                                                                5_000)
 
     order_input = {
-        "lines": [line("mug", 2, 3_000, category="Kitchen", brand="Clay"),
-                  line("tea", 1, 1_500)],
+        "lines": await order_lines(client, [
+            line("mug", 2, 3_000, category="Kitchen", brand="Clay"), line("tea", 1, 1_500)]),
         "couponId": coupon["id"], "points": 500, "idempotencyKey": "checkout-1",
     }
     payload = ok(await mutate(client, PLACE_ORDER, order_input, ann.token))
@@ -280,7 +283,8 @@ async def test_an_order_shows_how_its_price_was_reached_and_a_retry_changes_noth
     assert head(live_runtime) == before
     assert (await loyalty(client, ann))["available"] == 500  # not debited twice
 
-    changed = {**order_input, "lines": [line("mug", 3, 3_000), line("tea", 1, 1_500)]}
+    changed = {**order_input, "lines": [{"productId": "mug", "quantity": 3},
+                                        {"productId": "tea", "quantity": 1}]}
     conflict = error_of(await mutate(client, PLACE_ORDER, changed, ann.token))
     assert (conflict["code"], conflict["field"]) == ("IDEMPOTENCY_CONFLICT", "idempotencyKey")
     assert head(live_runtime) == before
@@ -618,16 +622,18 @@ async def test_bad_order_input_is_a_typed_error_and_records_nothing(
     bob = await shopper(client, "Bob Ma")
     bobs_coupon = await welcome_coupon(client, bob)
     unknown_coupon = str(GlobalID("Coupon", str(uuid.uuid4())))
-    good = [line("boots", 1, 8_000)]
+    good = await order_lines(client, [line("boots", 1, 8_000)])
+    (free,) = await order_lines(client, [line("sample", 1, 0)])
+    boots = {"productId": "boots", "quantity": 1}
     cases: list[tuple[dict[str, Any], str, str | None]] = [
-        ({"lines": [line(quantity=0)]}, "VALIDATION", "lines.0.quantity"),
-        ({"lines": [line(), line(quantity=-2)]}, "VALIDATION", "lines.1.quantity"),
-        ({"lines": [line(quantity=1_000)]}, "VALIDATION", "lines.0.quantity"),
-        ({"lines": [line(unit_price=-1)]}, "VALIDATION", "lines.0.unitPrice"),
-        ({"lines": [{**line(), "productId": "   "}]}, "VALIDATION", "lines.0.productId"),
-        ({"lines": [{**line(), "name": ""}]}, "VALIDATION", "lines.0.name"),
+        ({"lines": [{**boots, "quantity": 0}]}, "VALIDATION", "lines.0.quantity"),
+        ({"lines": [boots, {**boots, "quantity": -2}]}, "VALIDATION", "lines.1.quantity"),
+        ({"lines": [{**boots, "quantity": 1_000}]}, "VALIDATION", "lines.0.quantity"),
+        ({"lines": [{**boots, "productId": "   "}]}, "VALIDATION", "lines.0.productId"),
+        ({"lines": [boots, {**boots, "productId": "no-such"}]}, "NOT_FOUND",
+         "lines.1.productId"),
         ({"lines": []}, "VALIDATION", "lines"),
-        ({"lines": [line(unit_price=0)]}, "VALIDATION", "lines"),
+        ({"lines": [free]}, "VALIDATION", "lines"),
         ({"lines": good, "couponId": bobs_coupon["id"]}, "VALIDATION", "couponId"),
         ({"lines": good, "couponId": unknown_coupon}, "NOT_FOUND", "couponId"),
         ({"lines": good, "couponId": "not-an-id"}, "VALIDATION", "couponId"),
@@ -661,6 +667,7 @@ async def test_a_member_can_neither_read_nor_act_on_another_members_order(
     ann = await shopper(client)
     bob = await shopper(client, "Bob Ma")
     order = await place(client, ann, [line("lamp", 1, 6_500)])
+    tent = await order_lines(client, [line()])
 
     assert await find_order(client, order["id"], token=bob.token) is None
     node = data(await gql(client, "query N($id: ID!) { node(id: $id) { id } }",
@@ -680,16 +687,16 @@ async def test_a_member_can_neither_read_nor_act_on_another_members_order(
         "orderId": order["id"], "reason": "OTHER"}, bob.token))
     assert cancelling["code"] == "FORBIDDEN"
     for_ann = error_of(await mutate(client, PLACE_ORDER, {
-        "memberId": ann.id, "lines": [line()], "idempotencyKey": "k"}, bob.token))
+        "memberId": ann.id, "lines": tent, "idempotencyKey": "k"}, bob.token))
     assert for_ann["code"] == "FORBIDDEN"
     assert head(live_runtime) == before
 
     # Staff may place an order for a member, with a reason.
     no_reason = error_of(await mutate(client, PLACE_ORDER, {
-        "memberId": ann.id, "lines": [line()], "idempotencyKey": "k"}, AGENT))
+        "memberId": ann.id, "lines": tent, "idempotencyKey": "k"}, AGENT))
     assert no_reason["code"] == "REASON_REQUIRED"
     by_phone = ok(await mutate(client, PLACE_ORDER, {
-        "memberId": ann.id, "lines": [line()], "idempotencyKey": "k",
+        "memberId": ann.id, "lines": tent, "idempotencyKey": "k",
         "reason": "ordered by phone"}, AGENT))
     assert by_phone["order"]["memberId"] == ann.id
 

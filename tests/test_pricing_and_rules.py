@@ -554,3 +554,15 @@ def test_breakdown_round_trips_through_a_dict() -> None:
     assert data["total"] == 22_750
     assert PriceBreakdown.from_dict(data) == price
     assert PriceBreakdown.from_dict({k: str(v) for k, v in data.items()}) == price
+
+
+def test_input_limits_default_to_the_documented_values_and_refuse_zero_or_beyond_64_bits(
+) -> None:
+    rules = LoyaltyRules()
+    assert (rules.max_line_quantity, rules.max_order_value, rules.max_points_adjustment) == (
+        999, 100_000_000, 10_000_000)
+    for name in ("max_line_quantity", "max_order_value", "max_points_adjustment"):
+        assert getattr(LoyaltyRules.from_mapping({name: 7}), name) == 7
+        for bad in (0, 10**15 + 1):
+            with pytest.raises(ValidationError, match=name):
+                LoyaltyRules.from_mapping({name: bad})

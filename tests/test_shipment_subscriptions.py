@@ -22,7 +22,7 @@ from api.signing import signed_headers
 from domain.clock import AdjustableClock
 from domain.metadata import Channel, EventMetadata, Role
 from tests.conftest import TEST_PAYMENT_SECRET
-from tests.graphql import REGISTER, token_for
+from tests.graphql import CATALOGUE_ADMIN, REGISTER, UPSERT_PRODUCT, token_for
 from tests.payments import callback
 from tests.test_points_subscription import PROTOCOL, Messages, post
 
@@ -84,9 +84,13 @@ class Member:
 
 def paid_order(http: TestClient, member: Member) -> str:
     """A paid order of two tents (L1) and a mug (L2)."""
+    for product, price in (("tent", 6_500), ("mug", 3_000)):  # the catalogue prices orders
+        listed = post(http, UPSERT_PRODUCT, {"input": {
+            "productId": product, "name": product, "price": price, "currency": "CNY"}},
+            CATALOGUE_ADMIN)["upsertProduct"]
+        assert listed["userErrors"] == []
     placed = post(http, PLACE, {"input": {"idempotencyKey": uuid.uuid4().hex, "lines": [
-        {"productId": "tent", "sku": "TENT", "name": "tent", "quantity": 2, "unitPrice": 6_500},
-        {"productId": "mug", "sku": "MUG", "name": "mug", "quantity": 1, "unitPrice": 3_000},
+        {"productId": "tent", "quantity": 2}, {"productId": "mug", "quantity": 1},
     ]}}, member.token)["placeOrder"]
     assert placed["userErrors"] == []
     order = placed["order"]

@@ -38,6 +38,7 @@ from projections.shipping_tables import (
     shipment_tracking,
 )
 from projections.tables import metadata, projection_tracking
+from tests.shop import stocked
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ADDRESS = {"recipient": "Alice Liddell", "line1": "88 Secret Garden Lane", "city": "Hangzhou",
@@ -471,7 +472,8 @@ def test_parcels_created_through_the_service_are_projected(
     own = meta(member, Role.MEMBER, channel=Channel.APP)
     lines = [{"product_id": "p1", "sku": "S1", "name": "Mug", "quantity": 2,
               "unit_price": 3_000}]
-    order = runtime.orders.place(UUID(member), lines, None, 0, "k1", own).aggregate_id
+    order = runtime.orders.place(UUID(member), stocked(runtime, lines), None, 0, "k1",
+                                 own).aggregate_id
     runtime.orders.pay(order, "card", runtime.orders.get(order).total, None, "pay-1", own)
     staff = meta("agent-7", Role.AGENT, "packed", Channel.ADMIN)
     created = runtime.shipping.create(

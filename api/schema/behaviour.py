@@ -165,7 +165,7 @@ class ProductReview:
 @strawberry.type
 class ReviewProductPayload:
     review: ProductReview | None
-    points_awarded: int | None = strawberry.field(
+    points_awarded: Long | None = strawberry.field(  # type: ignore[valid-type]
         description="Review points this request credited: the first version with text of a "
                     "line's review earns them; revisions and retries earn 0.")
     position: EventPosition | None  # type: ignore[valid-type]

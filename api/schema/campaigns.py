@@ -73,7 +73,8 @@ class CampaignCoupon:
 class CampaignRewardTerms:
     kind: CampaignRewardKind  # type: ignore[valid-type]
     coupon: CampaignCoupon | None
-    points: int | None = strawberry.field(description="Bonus points (POINTS campaigns).")
+    points: Long | None = strawberry.field(  # type: ignore[valid-type]
+        description="Bonus points (POINTS campaigns).")
 
 
 @strawberry.type(description="A member a campaign rewarded, and whether it was redeemed.")
@@ -100,7 +101,7 @@ class CampaignReward:
         return strawberry.ID(str(relay.GlobalID("Coupon", coupon))) if coupon else None
 
     @strawberry.field(description="The points credited (POINTS campaigns).")
-    def points(self) -> int | None:
+    def points(self) -> Long | None:  # type: ignore[valid-type]
         return self.row["points"]
 
     @strawberry.field(description="Until when a redemption counts: the coupon's validity, or "
@@ -306,8 +307,8 @@ class CampaignCouponInput:
 @strawberry.input(description="Exactly one of: a coupon, or bonus points.")
 class CampaignRewardInput:
     coupon: CampaignCouponInput | None = None
-    points: int | None = strawberry.field(default=None,
-                                          description="Bonus points (1-100000).")
+    points: Long | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="Bonus points (1-100000).")
 
 
 @strawberry.input

@@ -7,6 +7,7 @@ expected reason raise an `ApiError` whose `extensions.code` is stable.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, NewType, TypeVar
 
@@ -95,8 +96,13 @@ class UserError:
 
 
 def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    """A domain field path as the client wrote it: `price_overrides.0.unit_price` is
+    `priceOverrides.0.unitPrice` (each dotted segment on its own)."""
+    def segment(part: str) -> str:
+        head, *rest = part.split("_")
+        return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+    return ".".join(segment(part) for part in name.split("."))
 
 
 @strawberry.type
@@ -179,6 +185,33 @@ async def run_mutation(
     except DomainError as error:
         return None, [UserError.from_domain(error)]
     return result, []
+
+
+async def written_row(
+    ctx: RequestContext, result: CommandResult,
+    fetch: Callable[[], Awaitable[dict[str, Any] | None]], poll_seconds: float = 0.25,
+) -> dict[str, Any] | None:
+    """The read-model row of the aggregate a command wrote, once it includes that write.
+
+    A command that recorded something has a position to wait for. A retry recorded
+    nothing (no position) and answers with the aggregate the first attempt wrote, which
+    may still be on its way to the read models (two identical requests sent at once): its
+    row is awaited by the version the command saw instead. None if it never appears
+    within the read-your-writes timeout.
+    """
+    try:
+        await ctx.runtime.wait_for_read_models(result.position)
+    except Exception:
+        return None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.runtime.settings.read_your_writes_timeout
+    while True:
+        row = await fetch()
+        if row is not None and int(row["version"]) >= result.version:
+            return row
+        if loop.time() > deadline:
+            return row
+        await ctx.runtime.changes.wait(poll_seconds)
 
 
 async def run_command(

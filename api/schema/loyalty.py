@@ -67,7 +67,7 @@ class TierBenefits:
     priority_dispatch: bool
     expedited_delivery: bool
     first_review_sla_hours: int
-    birthday_bonus_points: int
+    birthday_bonus_points: Long  # type: ignore[valid-type]
     dedicated_service_team: bool
 
     @classmethod
@@ -94,18 +94,22 @@ class LoyaltyRules:
     return_window_days: int
     points_expiry_months: int
     expiring_soon_days: int
-    review_points: int
-    profile_completion_points: int
+    review_points: Long  # type: ignore[valid-type]
+    profile_completion_points: Long  # type: ignore[valid-type]
     redemption_points_per_unit: int
     max_points_share_percent: float
-    min_redemption_points: int
+    min_redemption_points: Long  # type: ignore[valid-type]
     redemption_period_days: int
-    redemption_limit_per_period: int
+    redemption_limit_per_period: Long  # type: ignore[valid-type]
     shipping_fee: Money
     free_shipping_threshold: Money
     abnormal_order_multiple: int
     abnormal_order_floor: Money
     max_failed_payments: int
+    max_line_quantity: int
+    max_order_value: Money = strawberry.field(
+        description="An order's subtotal (before discounts) may be at most this.")
+    max_points_adjustment: Long  # type: ignore[valid-type]
     welcome_coupon_value: Money
     birthday_coupon_value: Money
 
@@ -123,6 +127,7 @@ class LoyaltyRules:
             shipping_fee=money(rules.shipping_fee, c),
             free_shipping_threshold=money(rules.free_shipping_threshold, c),
             abnormal_order_floor=money(rules.abnormal_order_floor, c),
+            max_order_value=money(rules.max_order_value, c),
             welcome_coupon_value=money(rules.welcome_coupon_value, c),
             birthday_coupon_value=money(rules.birthday_coupon_value, c),
         )
@@ -134,8 +139,8 @@ class PointsLot:
     lot_id: str
     source: str
     ref: str
-    points: int
-    remaining: int
+    points: Long  # type: ignore[valid-type]
+    remaining: Long  # type: ignore[valid-type]
     status: LotStatus
     earned_at: dt.datetime
     release_at: dt.datetime | None = strawberry.field(
@@ -150,21 +155,21 @@ class LedgerEntry:
     entry: int
     at: dt.datetime
     kind: str
-    points: int
+    points: Long  # type: ignore[valid-type]
     bucket: str
     cause: str
     ref: str | None
     lot_id: str | None
-    available_after: int
-    pending_after: int
-    debt_after: int
+    available_after: Long  # type: ignore[valid-type]
+    pending_after: Long  # type: ignore[valid-type]
+    debt_after: Long  # type: ignore[valid-type]
     actor_id: str | None
     reason: str | None
 
 
 @strawberry.type
 class ExpiringPoints:
-    points: int
+    points: Long  # type: ignore[valid-type]
     within_days: int
     earliest: dt.datetime | None
 
@@ -206,19 +211,19 @@ class LoyaltyAccount:
         return _at(self.row.get("tier_since"))
 
     @strawberry.field(description="Points that can be spent now.")
-    def available(self) -> int:
+    def available(self) -> Long:  # type: ignore[valid-type]
         return int(self.row["available"])
 
     @strawberry.field(description="Points earned on orders still inside their return window.")
-    def pending(self) -> int:
+    def pending(self) -> Long:  # type: ignore[valid-type]
         return int(self.row["pending"])
 
     @strawberry.field(description="Points clawed back after they were spent; settled first.")
-    def debt(self) -> int:
+    def debt(self) -> Long:  # type: ignore[valid-type]
         return int(self.row["debt"])
 
     @strawberry.field
-    def lifetime_earned(self) -> int:
+    def lifetime_earned(self) -> Long:  # type: ignore[valid-type]
         return int(self.row["lifetime_earned"])
 
     @strawberry.field
@@ -381,7 +386,7 @@ class RewardNode(relay.Node):
         return self.row.get("description")
 
     @strawberry.field
-    def cost_points(self) -> int:
+    def cost_points(self) -> Long:  # type: ignore[valid-type]
         return int(self.row["cost_points"])
 
     @strawberry.field
@@ -431,7 +436,8 @@ class RedeemRewardInput:
 @strawberry.input
 class AdjustPointsInput:
     member_id: strawberry.ID
-    points: int = strawberry.field(description="Positive credits, negative debits.")
+    points: Long = strawberry.field(  # type: ignore[valid-type]
+        description="Positive credits, negative debits; at most maxPointsAdjustment either way.")
     reason: str
     idempotency_key: str
 
@@ -452,7 +458,7 @@ class IssueCouponInput:
 class DefineRewardInput:
     name: str
     description: str | None = None
-    cost_points: int
+    cost_points: Long  # type: ignore[valid-type]
     stock: int
     per_member_limit: int = 1
     valid_from: dt.datetime

@@ -26,6 +26,7 @@ from api.schema.common import (
     page_size,
     readable,
     run_command,
+    written_row,
 )
 from api.service import CommandResult
 from domain import order as model
@@ -51,7 +52,16 @@ def money(amount: int, currency: str) -> Money:
     return Money(amount=amount, currency=currency)
 
 
-@strawberry.type
+@strawberry.type(description="Staff charged a line another price than the catalogue's.")
+class PriceOverride:
+    catalogue_price: Money = strawberry.field(
+        description="The catalogue's price when the order was placed.")
+    reason: str
+    actor_id: str = strawberry.field(description="The staff member who overrode it.")
+
+
+@strawberry.type(description="A line as the catalogue described and priced it when the "
+                             "order was placed; later catalogue changes do not move it.")
 class OrderLine:
     line_id: str
     product_id: str
@@ -63,6 +73,7 @@ class OrderLine:
     unit_price: Money
     amount: Money
     refunded_quantity: int
+    price_override: PriceOverride | None
 
 
 @strawberry.type(description="How the total was reached, in the documented order.")
@@ -70,7 +81,7 @@ class PriceBreakdown:
     subtotal: Money
     tier_discount: Money
     coupon_discount: Money
-    points_used: int
+    points_used: Long  # type: ignore[valid-type]
     points_value: Money
     shipping_fee: Money
     total: Money
@@ -177,9 +188,16 @@ class OrderNode(relay.Node):
                 quantity=line["quantity"], unit_price=self._money(line["unit_price"]),
                 amount=self._money(line["quantity"] * line["unit_price"]),
                 refunded_quantity=refunded.get(line["line_id"], 0),
+                price_override=self._override(line.get("price_override")),
             )
             for line in self.row["lines"]
         ]
+
+    def _override(self, override: dict[str, Any] | None) -> PriceOverride | None:
+        if not override:
+            return None
+        return PriceOverride(catalogue_price=self._money(override["catalogue_price"]),
+                             reason=override["reason"], actor_id=override["actor_id"])
 
     @strawberry.field
     def pricing(self) -> PriceBreakdown:
@@ -283,17 +301,21 @@ class OrderNode(relay.Node):
 # -- inputs ---------------------------------------------------------------------------------
 
 
-@strawberry.input
+@strawberry.input(description="A product of the catalogue and how many: the catalogue "
+                            "decides the price, name, category, brand and availability.")
 class OrderLineInput:
-    product_id: str
-    sku: str
-    name: str
-    category: str | None = None
-    brand: str | None = None
-    quantity: int
+    product_id: str = strawberry.field(description="The catalogue's product id.")
+    quantity: int = strawberry.field(description="1 to the rules' maxLineQuantity.")
+
+
+@strawberry.input(description="Staff only: charge a line another price than the catalogue's, "
+                               "with why. The order keeps both prices, the reason and who.")
+class PriceOverrideInput:
+    line: int = strawberry.field(description="The index of the line in `lines` (from 0).")
     unit_price: Long = strawberry.field(  # type: ignore[valid-type]
         description="Minor units of the shop's currency."
     )
+    reason: str
 
 
 @strawberry.input
@@ -302,8 +324,12 @@ class PlaceOrderInput:
         default=None, description="Defaults to the signed-in member."
     )
     lines: list[OrderLineInput]
+    price_overrides: list[PriceOverrideInput] | None = strawberry.field(
+        default=None, description="Staff placing an order for a member only."
+    )
     coupon_id: strawberry.ID | None = None
-    points: int = strawberry.field(default=0, description="Points to pay with.")
+    points: Long = strawberry.field(  # type: ignore[valid-type]
+        default=0, description="Points to pay with.")
     idempotency_key: str = strawberry.field(
         description="A retry with the same key and input returns the first order."
     )
@@ -449,12 +475,14 @@ def owned_order(ctx: RequestContext, order_id: strawberry.ID) -> uuid.UUID:
 
 
 async def load_order(ctx: RequestContext, result: CommandResult) -> OrderNode | None:
-    try:
-        await ctx.runtime.wait_for_read_models(result.position)
-    except Exception:
-        return None
-    rows = await get_orders(ctx.runtime.async_engine, [str(result.aggregate_id)])
-    row = rows.get(str(result.aggregate_id))
+    """The order as the read model shows it once it includes this write (or, for a retry,
+    the first attempt's)."""
+    order_id = str(result.aggregate_id)
+
+    async def fetch() -> dict[str, Any] | None:
+        return (await get_orders(ctx.runtime.async_engine, [order_id])).get(order_id)
+
+    row = await written_row(ctx, result, fetch)
     return OrderNode.from_row(row) if row else None
 
 
@@ -539,14 +567,13 @@ async def orders_connection(
 
 @strawberry.type
 class OrderMutations:
-    @strawberry.mutation(description="Place an order; pricing is computed and stored on it.")
+    @strawberry.mutation(description="Place an order for catalogue products; the catalogue "
+                                     "prices it and the order keeps that snapshot.")
     async def place_order(self, info: strawberry.Info, input: PlaceOrderInput) -> PlaceOrderPayload:
-        lines = [
-            {"product_id": line.product_id, "sku": line.sku, "name": line.name,
-             "category": line.category, "brand": line.brand, "quantity": line.quantity,
-             "unit_price": line.unit_price}
-            for line in input.lines
-        ]
+        lines = [{"product_id": line.product_id, "quantity": line.quantity}
+                 for line in input.lines]
+        overrides = [{"line": o.line, "unit_price": o.unit_price, "reason": o.reason}
+                     for o in input.price_overrides or ()]
 
         def act(ctx: RequestContext, meta: EventMetadata) -> CommandResult:
             if input.member_id is None:
@@ -565,7 +592,8 @@ class OrderMutations:
             except ValueError:
                 raise NotFoundError(f"member {member} not found", "member_id") from None
             return ctx.runtime.orders.place(
-                member_uuid, lines, coupon, input.points, input.idempotency_key, meta
+                member_uuid, lines, coupon, input.points, input.idempotency_key, meta,
+                overrides,
             )
 
         return await order_mutation(info, PlaceOrderPayload, act, input.reason)
