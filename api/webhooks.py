@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from api.runtime import Runtime
 from api.signing import SignatureError, verify
 from api.webhook_bodies import WebhookError, moment, parse_object, read_body, text
-from domain.errors import DomainError
+from domain.errors import DomainError, ErrorCode
 from domain.metadata import Channel, EventMetadata, Role
 from projections.shipping_tables import shipment_tracking
 
@@ -49,7 +49,8 @@ async def carrier_webhook(request: Request) -> Response:
         payload = parse_object(body)
         update_id = text(payload, "update_id", required=True, max_length=100)
         tracking_number = text(payload, "tracking_number", required=True, max_length=100)
-        status = text(payload, "status", required=True, max_length=64)
+        # Carriers write statuses either way (the README lists them in upper case).
+        status = (text(payload, "status", required=True, max_length=64) or "").lower()
         location = text(payload, "location", required=False, max_length=200)
         note = text(payload, "note", required=False)
         occurred_at = moment(payload, "occurred_at", required=True)
@@ -81,7 +82,9 @@ async def carrier_webhook(request: Request) -> Response:
             occurred_at, location, note, eta, meta,
         )
     except DomainError as refusal:
-        return error(422, refusal.code.value, refusal.message, refusal.field)
+        # The same update id with a different content is a conflict, not a bad value.
+        status_code = 409 if refusal.code is ErrorCode.IDEMPOTENCY_CONFLICT else 422
+        return error(status_code, refusal.code.value, refusal.message, refusal.field)
     return JSONResponse(
         {"accepted": True, "duplicate": result.position is None, "position": result.position},
         status_code=202,

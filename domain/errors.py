@@ -90,8 +90,8 @@ class IdempotencyConflictError(DomainError):
 
     code = ErrorCode.IDEMPOTENCY_CONFLICT
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, field="idempotency_key")
+    def __init__(self, message: str, field: str = "idempotency_key") -> None:
+        super().__init__(message, field=field)
 
 
 class LimitExceededError(DomainError):

@@ -15,7 +15,12 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import ForbiddenError, InvalidTransitionError, ValidationError
+from domain.errors import (
+    ForbiddenError,
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    ValidationError,
+)
 from domain.metadata import EventMetadata
 from domain.validation import business_time, enum_value, rating_value
 
@@ -320,10 +325,19 @@ class Shipment(Aggregate):
         update = _text(update_id, "update_id", 100)
         if not update:
             raise ValidationError("a tracking update needs an id", "update_id")
-        if update in self.update_ids:
-            return False
         status_value = enum_value(TrackingStatus, status, "status")
         business_time(occurred_at, "occurred_at")
+        if update in self.update_ids:
+            # A repeat is recorded once; the same id saying something else is a conflict.
+            recorded = next(e for e in self.timeline if e["update_id"] == update)
+            again = (str(status_value), occurred_at.astimezone(UTC).isoformat(),
+                     _text(location, "location"), _text(note, "note", 500))
+            if again != (recorded["status"], recorded["occurred_at"], recorded["location"],
+                         recorded["note"]):
+                raise IdempotencyConflictError(
+                    f"tracking update {update} was already recorded with other content",
+                    "update_id")
+            return False
         if occurred_at > now + timedelta(minutes=10):
             raise ValidationError("a tracking update cannot come from the future", "occurred_at")
         if occurred_at < self.created_on - TRACKING_SKEW:

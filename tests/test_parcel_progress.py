@@ -138,3 +138,31 @@ async def test_an_order_ships_when_the_carrier_picks_its_parcel_up_not_at_the_la
     # A repeated or later scan changes nothing more.
     await post(carrier_client, update("u2", "in_transit", clock.now()))
     assert (await asyncio.to_thread(carrier_runtime.orders.get, order)).state == "shipped"
+
+
+async def test_a_reused_update_id_with_other_content_is_a_conflict_and_statuses_ignore_case(
+    carrier_client: httpx.AsyncClient, carrier_runtime: Runtime, clock: AdjustableClock,
+) -> None:
+    _, shipment = await shipped_order(carrier_runtime)
+    at = clock.now() - timedelta(minutes=5)
+    first = await post(carrier_client, update("u1", "PICKED_UP", at, location="Hub"))
+    assert first.status_code == 202 and first.json()["duplicate"] is False
+    again = await post(carrier_client, update("u1", "picked_up", at, location="Hub"))
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    head = carrier_runtime.runner.head()
+    changed = await post(carrier_client, update("u1", "in_transit", at, location="Hub"))
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+    assert carrier_runtime.runner.head() == head
+    state = await asyncio.to_thread(carrier_runtime.shipping.get, shipment)
+    assert [t["status"] for t in state.timeline] == ["picked_up"]
+
+
+async def test_a_label_dated_days_before_the_parcel_existed_is_refused(
+    carrier_client: httpx.AsyncClient, carrier_runtime: Runtime, clock: AdjustableClock,
+) -> None:
+    await shipped_order(carrier_runtime)
+    response = await post(carrier_client, update(
+        "u1", "label_created", clock.now() - timedelta(days=3)))
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "occurred_at"
