@@ -274,14 +274,17 @@ async def test_times_need_a_zone_and_a_sane_year(client: httpx.AsyncClient,
     assert error["extensions"]["field"] == "from"
 
 
-@pytest.mark.parametrize("node_id", ["Tm9wZTox", "foo:bar", ""])
-async def test_a_node_id_that_names_no_type_is_a_validation_error(
-    client: httpx.AsyncClient, node_id: str
+@pytest.mark.parametrize(("node_id", "code"), [
+    ("Tm9wZTox", "NOT_FOUND"),  # "Nope:1": a well-formed id of a type that does not exist
+    ("foo:bar", "VALIDATION"), ("", "VALIDATION"),
+])
+async def test_a_node_id_that_names_no_type_is_a_typed_error(
+    client: httpx.AsyncClient, node_id: str, code: str
 ) -> None:
     body = await gql(client, "query N($id: ID!) { node(id: $id) { id } }", {"id": node_id})
     assert body["data"] == {"node": None}
     [error] = body["errors"]
-    assert error["extensions"] == {"code": "VALIDATION", "field": "id"}
+    assert (error["extensions"]["code"], error["extensions"]["field"]) == (code, "id")
 
 
 async def test_every_mistake_is_named(client: httpx.AsyncClient) -> None:
