@@ -284,7 +284,7 @@ class MemberService:
 
         def decide(session: Session) -> Member:
             now = self.clock.now()
-            member = session.add(Member.register(details, now.date(), meta))
+            member = session.add(Member.register(details, now.date(), meta, now))
             self._hold_email(session, str(member.id), member.personal["email"])
             account = session.add(LoyaltyAccount.open(str(member.id), now, meta))
             if self.rules.welcome_coupon_value:

@@ -366,12 +366,17 @@ class Member(Aggregate):
 
     @classmethod
     def register(
-        cls, details: Mapping[str, Any], today: date, meta: EventMetadata
+        cls, details: Mapping[str, Any], today: date, meta: EventMetadata,
+        now: datetime | None = None,
     ) -> Member:
+        """A new member. `now` is the business clock's time: the member joined then (a
+        demo year or an import registers members in the past), not when the event was
+        written."""
         personal, profile = validate_profile_fields(details, today, registering=True)
         if meta.actor_role.is_staff:
             meta.require_reason()
-        return cls(personal=personal, profile=profile, meta=meta.as_dict())
+        return cls._create(cls.Registered, personal=personal, profile=profile,
+                           meta=meta.as_dict(), timestamp=now)
 
     @event("Registered")
     def __init__(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,9 @@ def test_a_demo_year_fills_every_read_model(demo: Runtime) -> None:
 
     with demo.sync_engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(member_profiles)) == MEMBERS
+        # Members joined on the moving clock: founders a year ago, the rest over the year.
+        joined = sorted(conn.execute(select(member_profiles.c.registered_at)).scalars())
+        assert joined[0] <= end - timedelta(days=300) < joined[-1] < end
         states = Counter(conn.execute(select(orders.c.state)).scalars())
         assert {"paid", "delivered", "completed", "cancelled"} <= set(states), states
         assert states["completed"] > states["delivered"]  # a year of return windows closed
