@@ -24,6 +24,7 @@ TINY = {
                  "--subscribers", "2", "--latency-updates", "4"],
     "behaviour": ["--clients", "2", "--batches", "8", "--batch-size", "20", "--warmup", "2",
                   "--history", "1200", "--latency-calls", "10", "--latency-warmup", "2"],
+    "spine": ["--members", "4", "--writes", "16"],
 }
 EXPECTED = {
     "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
@@ -37,6 +38,7 @@ EXPECTED = {
     "behaviour": ("http_events_per_s", "direct_events_per_s", "ratio_http_to_direct",
                   "member_command_before_p50_ms", "member_command_after_p50_ms",
                   "projection_events_per_s"),
+    "spine": ("statements_per_pass", "visible_1w_p50_ms", "visible_8w_p50_ms"),
 }
 
 
