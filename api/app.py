@@ -37,6 +37,7 @@ from api.runtime import Runtime, migrate, migrations_current
 from api.schema import build_schema
 from api.webhooks import carrier_webhook
 from domain.errors import DomainError
+from projections.engine import failing_position
 from projections.tables import projection_tracking
 
 log = logging.getLogger("patron.http")
@@ -182,22 +183,45 @@ async def readyz(request: Request) -> Response:
     )
     checks["migrations"] = "current" if current else "pending: run `patron migrate`"
     checks["projections"] = await _projections_check(runtime)
-    ready = current and checks["projections"] == "running"
+    ready = current and checks["projections"] != "not running"
+    degraded = ready and checks["projections"].startswith("degraded")
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {"status": "degraded" if degraded else "ready" if ready else "unavailable",
+         "checks": checks},
         status_code=200 if ready else 503,
     )
 
 
 async def _projections_check(runtime: Runtime) -> str:
-    if runtime.runner.running:
-        return "running"
-    # Projections may run in their own process: then a live lease shows they are running.
+    """"running", "not running", or "degraded: NAME stopped at position P (failing event E)".
+
+    A failing projection stops only itself: the server still answers every read that does
+    not touch it, so it stays ready (200) but says which read model is stale and where.
+    """
     async with runtime.async_engine.connect() as conn:
-        rows = (await conn.execute(select(projection_tracking.c.lease_expires_at))).all()
-    now = datetime.now(UTC)
-    alive = [r for r in rows if r[0] and (r[0] if r[0].tzinfo else r[0].replace(tzinfo=UTC)) > now]
-    return "running" if rows and len(alive) == len(rows) else "not running"
+        rows = (await conn.execute(select(
+            projection_tracking.c.name, projection_tracking.c.position,
+            projection_tracking.c.last_error, projection_tracking.c.lease_expires_at,
+        ).order_by(projection_tracking.c.name))).all()
+    if runtime.runner.running:
+        running = True
+    else:
+        # Projections may run in their own process: then a live lease shows they are running.
+        now = datetime.now(UTC)
+        alive = [r for r in rows if r.lease_expires_at and _aware(r.lease_expires_at) > now]
+        running = bool(rows) and len(alive) == len(rows)
+    if not running:
+        return "not running"
+    failing = [
+        f"{row.name} stopped at position {row.position} (failing event "
+        f"{failing_position(row.last_error) or row.position + 1})"
+        for row in rows if row.last_error
+    ]
+    return "degraded: " + "; ".join(failing) if failing else "running"
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def create_app(

@@ -188,6 +188,68 @@ def projections_status(database_url: str | None, as_json: bool) -> None:
     for s in statuses:
         error = f"{s.last_error} ({s.last_error_at})" if s.last_error else "-"
         click.echo(f"{s.name:<20} {s.position:>10} {s.head:>10} {s.lag:>8}  {error}")
+    skipped = [(s.name, skip) for s in statuses for skip in s.skipped]
+    if skipped:
+        click.echo("")
+        click.echo("skipped events:")
+        for name, (position, reason, by, at) in skipped:
+            click.echo(f"  {name} at position {position}, by {by} on {at}: {reason}")
+
+
+@projections.command("skip")
+@click.argument("name")
+@click.argument("position", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="Why this event is skipped (kept in status).")
+@click.option("--by", "skipped_by", default=None,
+              help="Who decides (default: the operating-system user).")
+@database_option
+def projections_skip(
+    name: str, position: int, reason: str, skipped_by: str | None, database_url: str | None
+) -> None:
+    """Let projection NAME pass over the event at POSITION (after inspecting it).
+
+    Only that read model skips it, now and in every rebuild; the skip and its reason show
+    in `patron projections status`. A running runner picks it up on its next attempt.
+    """
+    import getpass
+
+    from projections.engine import SkipRefusedError
+
+    runtime = _runtime(_settings(database_url))
+    try:
+        topic = runtime.runner.skip(name, position, reason, skipped_by or getpass.getuser())
+    except SkipRefusedError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        runtime.close()
+    click.echo(f"{name} will skip the event at position {position} ({topic})")
+
+
+@projections.command("event")
+@click.argument("position", type=click.IntRange(min=1))
+@database_option
+def projections_event(position: int, database_url: str | None) -> None:
+    """Show what the event at POSITION is (type, aggregate, version, time), to decide a skip.
+
+    Ids and metadata only: the event's personal data stays encrypted under the member's key.
+    """
+    runtime = _runtime(_settings(database_url))
+    try:
+        found = runtime.app.recorder.select_notifications(start=position, limit=1, stop=position)
+        if not found:
+            raise click.ClickException(f"there is no event at position {position}")
+        notification = found[0]
+        handled_by = [n for n, p in runtime.runner.projections.items()
+                      if p.handles(notification.topic)]
+        event = runtime.app.mapper.to_domain_event(notification)
+        click.echo(f"position:   {position}")
+        click.echo(f"type:       {notification.topic}")
+        click.echo(f"aggregate:  {notification.originator_id} version "
+                   f"{notification.originator_version}")
+        click.echo(f"recorded:   {getattr(event, 'timestamp', '-')}")
+        click.echo(f"handled by: {', '.join(handled_by) or '-'}")
+    finally:
+        runtime.close()
 
 
 @projections.command("run")

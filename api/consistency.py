@@ -2,8 +2,11 @@
 
 Every write returns its event-store position. A client may send the highest position it
 has written in `X-Patron-Min-Position`; the server also remembers, per subject, the last
-position it wrote in this process. A query waits (bounded) until every projection has
-reached that position, then answers; past the bound it fails with a typed error.
+position it wrote in this process. A query waits (bounded) only for the projections whose
+tables it actually reads to reach that position (a query reading nothing a projection
+writes does not wait), then answers; past the bound it fails with a typed error. The
+projection runner in this process wakes waiters when it commits; only when projections run
+in another process does a waiter poll the tracking table.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import ClauseElement, TextClause
+from sqlalchemy.sql.util import find_tables
+from sqlalchemy.util import await_only
 
 from projections.tables import projection_tracking
 
@@ -63,39 +71,132 @@ async def projections_position(engine: AsyncEngine, names: list[str]) -> int:
     return int(value or 0)
 
 
+# Cross-process fallback: how often a waiter looks at projection_tracking when no runner
+# in this process leads the projections it waits for.
+DATABASE_POLL_SECONDS = 0.05
+
+
 async def wait_for_position(
     engine: AsyncEngine,
-    names: list[str],
+    names: list[str] | Callable[[], list[str]],
     wanted: int,
     timeout: float,
-    local: Callable[[], int | None] = lambda: None,
+    local: Callable[[list[str]], int | None] = lambda _names: None,
+    changes: ReadModelChanges | None = None,
 ) -> None:
-    """Return once every projection has reached `wanted`, or raise ProjectionLagError.
+    """Return once every projection in `names` has reached `wanted`, or raise ProjectionLagError.
 
-    `local` reports what a runner in this process has committed: checking it costs no
-    round trip, so a server running its own projections answers as soon as they commit.
-    The database (the truth when projections run elsewhere) is polled less often.
+    `local` reports what a runner in this process has committed (None if no runner here
+    leads them all): then the waiter costs no round trip and sleeps until the runner's
+    commit wakes it through `changes`. Otherwise the database, the truth when projections
+    run in another process, is polled. `names` may be a function, asked again at each
+    wake-up (the set can shrink while waiting, e.g. when a read model starts failing).
     """
     if wanted <= 0:
         return
+    changes = changes or ReadModelChanges()
     deadline = time.monotonic() + timeout
-    next_poll = 0.0
-    delay = 0.001
+    delay = 0.002
     reached = 0
     while True:
-        known = local()
-        if known is not None and known >= wanted:
-            return
-        now = time.monotonic()
-        if now >= next_poll:
-            reached = await projections_position(engine, names)
-            if reached >= wanted:
+        with changes.listening() as woken:  # registered before looking: no lost wake-up
+            waited_for = names() if callable(names) else names
+            if not waited_for:
                 return
-            next_poll = now + (0.05 if known is not None else delay)
-        if now >= deadline:
-            raise ProjectionLagError(wanted, max(reached, known or 0), timeout)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.02)
+            known = local(waited_for)
+            if known is not None and known >= wanted:
+                return
+            if known is None:
+                reached = await projections_position(engine, waited_for)
+                if reached >= wanted:
+                    return
+            else:
+                reached = known
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProjectionLagError(wanted, reached, timeout)
+            if known is not None:
+                await changes.wait_on(woken, remaining)
+            else:
+                await changes.wait_on(woken, min(delay, remaining))
+                delay = min(delay * 2, DATABASE_POLL_SECONDS)
+
+
+def owners_of_tables(projections: Mapping[str, Any]) -> dict[str, str]:
+    """Table name -> the projection that writes it (from each projection's `tables`)."""
+    return {table.name: name for name, p in projections.items() for table in p.tables}
+
+
+def projections_read_by(statement: Any, owners: Mapping[str, str]) -> set[str]:
+    """The projections whose tables a statement reads.
+
+    A statement SQLAlchemy cannot see into (textual SQL) is taken to read every projection;
+    one that touches only tables no projection writes (keys, tracking) reads none.
+    """
+    if not isinstance(statement, ClauseElement) or isinstance(statement, TextClause):
+        return set(owners.values())
+    tables = find_tables(statement, include_aliases=True, include_joins=True,
+                         include_selects=True, include_crud=True)
+    if any(isinstance(t, TextClause) for t in tables):
+        return set(owners.values())
+    return {owners[t.name] for t in tables if isinstance(t, Table) and t.name in owners}
+
+
+class ReadGate:
+    """What one request must see: its own writes up to `wanted`, in what it reads.
+
+    Set for the duration of a query (see `reading_with`); every statement the request sends
+    through the read engine first waits for the projections owning the tables it reads, and
+    only for those, once each.
+    """
+
+    def __init__(
+        self, wanted: int, wait: Callable[[list[str], int], Awaitable[None]]
+    ) -> None:
+        self.wanted = wanted
+        self.wait = wait
+        self.satisfied: set[str] = set()
+
+
+_read_gate: ContextVar[ReadGate | None] = ContextVar("patron_read_gate", default=None)
+
+
+@contextlib.contextmanager
+def reading_with(gate: ReadGate | None) -> Iterator[None]:
+    token = _read_gate.set(gate)
+    try:
+        yield
+    finally:
+        _read_gate.reset(token)
+
+
+def require_for_this_task(gate: ReadGate) -> None:
+    """From here on in this task (a mutation's payload), reads wait for their projections."""
+    current = _read_gate.get()
+    if current is None or current.wanted < gate.wanted:
+        _read_gate.set(gate)
+
+
+def install_read_gate(engine: AsyncEngine, owners: Mapping[str, str]) -> None:
+    """Make every read through `engine` wait for the projections it reads (if a gate is set).
+
+    The hook runs inside SQLAlchemy's greenlet bridge, where `await_only` may await: the
+    wait is asynchronous even though the event is synchronous.
+    """
+
+    def wait_for_what_is_read(
+        _conn: Any, statement: Any, _multiparams: Any, _params: Any, _options: Any
+    ) -> None:
+        gate = _read_gate.get()
+        if gate is None or gate.wanted <= 0:
+            return
+        pending = sorted(projections_read_by(statement, owners) - gate.satisfied)
+        if not pending:
+            return
+        await_only(gate.wait(pending, gate.wanted))
+        gate.satisfied.update(pending)
+
+    event.listen(engine.sync_engine, "before_execute", wait_for_what_is_read)
 
 
 class ReadModelChanges:
@@ -113,18 +214,28 @@ class ReadModelChanges:
     def notify(self) -> None:
         with self._lock:
             waiters = list(self._waiters)
-        for loop, event in waiters:
+        for loop, woken in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(woken.set)
 
-    async def wait(self, timeout: float) -> None:
-        event = asyncio.Event()
-        waiter = (asyncio.get_running_loop(), event)
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[asyncio.Event]:
+        """An event set by the next `notify()`; register before checking, then wait on it."""
+        woken = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), woken)
         with self._lock:
             self._waiters.add(waiter)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            yield woken
         finally:
             with self._lock:
                 self._waiters.discard(waiter)
+
+    @staticmethod
+    async def wait_on(woken: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), timeout)
+
+    async def wait(self, timeout: float) -> None:
+        with self.listening() as woken:
+            await self.wait_on(woken, timeout)

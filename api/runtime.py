@@ -23,7 +23,15 @@ from api.campaigns import CampaignService
 from api.catalogue import CatalogueService
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
-from api.consistency import ReadModelChanges, WriteTracker, wait_for_position
+from api.consistency import (
+    ReadGate,
+    ReadModelChanges,
+    WriteTracker,
+    install_read_gate,
+    owners_of_tables,
+    require_for_this_task,
+    wait_for_position,
+)
 from api.experiments import ExperimentService
 from api.outbound import OutboundDispatcher, OutboxRecorder, WebhookDelivery
 from api.payments import PaymentService
@@ -41,7 +49,7 @@ from projections.case_queue import CaseQueueProjection
 from projections.catalogue import CatalogueProjection
 from projections.coupons import CouponsProjection
 from projections.database import DatabaseConfig
-from projections.engine import Projection, ProjectionRunner
+from projections.engine import ReadModel, ReadModelRunner
 from projections.experiment_results import ExperimentResultsProjection
 from projections.loyalty import LoyaltyProjection
 from projections.member_behaviour import MemberBehaviourProjection
@@ -58,7 +66,7 @@ log = logging.getLogger("patron.runtime")
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def all_projections(rules: LoyaltyRules | None = None) -> list[Projection]:
+def all_projections(rules: LoyaltyRules | None = None) -> list[ReadModel]:
     """Every read model; `rules` give member_behaviour its interest half-life."""
     return [MemberProfilesProjection(), OrdersProjection(), LoyaltyProjection(),
             CouponsProjection(), ShipmentTrackingProjection(), NotificationsProjection(),
@@ -127,7 +135,7 @@ class Runtime:
         self.app = PatronApplication(
             database.eventsourcing_env(), self.keys, settings.snapshot_interval
         )
-        self.runner = ProjectionRunner(
+        self.runner = ReadModelRunner(
             self.sync_engine,
             self.app.recorder,  # type: ignore[arg-type]
             self.app.mapper,
@@ -177,21 +185,46 @@ class Runtime:
     def async_engine(self) -> AsyncEngine:
         if self._async_engine is None:
             self._async_engine = self.settings.database.create_async_engine()
+            # Queries wait for the projections whose tables they read, and no others.
+            install_read_gate(self._async_engine, owners_of_tables(self.runner.projections))
         return self._async_engine
 
     @property
     def projection_names(self) -> list[str]:
         return list(self.runner.projections)
 
-    async def wait_for_read_models(self, position: int | None) -> None:
-        """Read-your-writes: wait (bounded) until every projection includes `position`."""
+    async def wait_for_read_models(
+        self, position: int | None, names: list[str] | None = None
+    ) -> None:
+        """Read-your-writes: wait (bounded) until `names` include `position`.
+
+        Woken by this process's runner when it leads them, else by polling the database.
+        Without `names` (a mutation about to read its payload) it waits for every read model
+        except those this runner is backing off from, and gates the rest of the task's reads:
+        a payload that reads a failing read model waits for it alone, the others answer.
+        """
+        def healthy() -> list[str]:
+            failing = self.runner.failing()
+            return [name for name in self.projection_names if name not in failing]
+
+        gate = self.read_gate(position) if names is None and position else None
+        if gate is not None:
+            require_for_this_task(gate)
         await wait_for_position(
             self.async_engine,
-            self.projection_names,
+            healthy if names is None else names,
             position or 0,
             self.settings.read_your_writes_timeout,
-            local=self.runner.applied_everywhere,
+            local=self.runner.reached,
+            changes=self.changes,
         )
+        if gate is not None and position:  # the payload's reads of these need not ask again
+            gate.satisfied.update(name for name in self.projection_names
+                                  if (self.runner.reached([name]) or 0) >= position)
+
+    def read_gate(self, wanted: int) -> ReadGate:
+        """For one query: each read waits for the projections it reads to reach `wanted`."""
+        return ReadGate(wanted, lambda names, position: self.wait_for_read_models(position, names))
 
     def start_projections(self) -> None:
         self.runner.start()

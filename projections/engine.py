@@ -1,18 +1,33 @@
-"""The projection engine: follows the event store's global order into read-model tables.
+"""The projection spine: one pass follows the event store's global order into every read model.
 
-Exactly once, without distributed transactions: a batch's rows and the projection's new
-tracking position are written in one database transaction, and that transaction starts
-with a *conditional* update of the position (`WHERE position = <the one we read>`). If two
-runners ever raced for the same batch, the second one's update matches no row and its whole
-transaction is rolled back, so no event is applied twice; a crash before commit leaves the
-old position, so no event is lost. A lease in the tracking row (leader election) keeps a
-second runner idle instead of wasting work, but correctness never depends on it.
+One pass, not one per read model. The runner reads each batch of notifications once (only
+the topics some read model handles, through the event store's own topic filter), decodes
+each event once, and hands it to every read model that handles its topic. Read models at
+the same position advance together, in one database transaction per batch; a read model
+that lags (new, rebuilt, or recovering from a failure) catches up on its own cursor and
+joins the others when it reaches their position.
+
+Exactly once, without distributed transactions: a batch's rows and the new positions are
+written in one transaction that starts with a *conditional* update of every read model's
+position (`WHERE position = <the one it was at>`). If two runners ever raced for a batch,
+the second one's update matches no row for that read model, so it applies nothing for it;
+a crash before commit leaves the old positions, so no event is lost. A lease per read
+model (leader election, renewed on a timer, not per batch) keeps a second runner idle
+instead of wasting work, but correctness never depends on it.
+
+A read model whose handler raises stops alone: the batch is rolled back, redone without
+it, and the failing one is retried on its own cursor with exponential back-off (a log line
+per step), so the others and the readers who do not read it carry on.
+
+Our classes are `ReadModel` and `ReadModelRunner`, so they do not shadow the `eventsourcing`
+library's own `Projection` and `ProjectionRunner`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -26,20 +41,25 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from eventsourcing.utils import get_topic
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
-from projections.tables import projection_tracking
+from projections.tables import projection_skips, projection_tracking
 
 log = logging.getLogger("patron.projections")
 
 Handler = Callable[[Connection, Any, int], None]
 
+# How long a failing read model waits before its next attempt: doubles from the first
+# step up to the last, and resets once it applies a batch again.
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 60.0
 
-class Projection:
+
+class ReadModel:
     """A read model: the tables it owns and a handler per event class it cares about."""
 
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
     # At most this many notifications per transaction (None: the runner's batch size).
-    # A projection whose events are heavy sets it, so that on SQLite its transactions do
+    # A read model whose events are heavy sets it, so that on SQLite its transactions do
     # not hold the database's single write lock long enough to stall commands.
     batch_limit: ClassVar[int | None] = None
 
@@ -49,11 +69,44 @@ class Projection:
     def __init__(self) -> None:
         self._by_topic = {get_topic(cls): handler for cls, handler in self.handlers().items()}
 
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._by_topic)
+
     def handles(self, topic: str) -> bool:
         return topic in self._by_topic
 
     def apply(self, conn: Connection, event: Any, position: int, topic: str) -> None:
         self._by_topic[topic](conn, event, position)
+
+
+def _cut_for_batch_limits(
+    group: Sequence[ReadModel], notifications: Sequence[Notification]
+) -> int | None:
+    """Where to end a shared batch so no read model gets more of its own events than its
+    `batch_limit`; None if the whole batch fits. Others are not held to the limit of a
+    heavy read model unless its events are actually in the batch."""
+    limited = [p for p in group if p.batch_limit]
+    if not limited:
+        return None
+    counts = dict.fromkeys((p.name for p in limited), 0)
+    for index, notification in enumerate(notifications):
+        for projection in limited:
+            if projection.handles(notification.topic):
+                counts[projection.name] += 1
+                if counts[projection.name] > (projection.batch_limit or 0):
+                    return index
+    return None
+
+
+def failing_position(last_error: str | None) -> int | None:
+    """The event position a recorded error names ("at position N: ..."), if any."""
+    match = re.match(r"at position (\d+):", last_error or "")
+    return int(match.group(1)) if match else None
+
+
+# Kept for modules written against the old names; new code uses ReadModel/ReadModelRunner.
+Projection = ReadModel
 
 
 @dataclass(frozen=True)
@@ -68,19 +121,42 @@ class ProjectionStatus:
     last_error_at: datetime | None
     lease_owner: str | None
     lease_expires_at: datetime | None
+    # Events an operator told this read model to pass over: (position, reason, by, at).
+    skipped: tuple[tuple[int, str, str, datetime], ...] = ()
+
+
+class SkipRefusedError(ValueError):
+    """A skip that would not make sense (unknown read model, event already applied...)."""
 
 
 class LostRaceError(Exception):
     """Another runner moved the position first; this batch is rolled back untouched."""
 
 
-class ProjectionRunner:
+class ReadModelFailedError(Exception):
+    """A read model's handler raised on the event at `position`."""
+
+    def __init__(self, name: str, position: int, error: BaseException) -> None:
+        super().__init__(f"read model {name} failed at position {position}")
+        self.name = name
+        self.position = position
+        self.error = error
+
+
+@dataclass
+class _Failing:
+    attempts: int
+    position: int
+    retry_at: float
+
+
+class ReadModelRunner:
     def __init__(
         self,
         engine: Engine,
         recorder: ApplicationRecorder,
         mapper: Mapper[Any],
-        projections: Sequence[Projection],
+        projections: Sequence[ReadModel],
         *,
         batch_size: int = 500,
         poll_interval: float = 0.5,
@@ -99,8 +175,15 @@ class ProjectionRunner:
         self.listen_conninfo = listen_conninfo
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.on_commit = on_commit
-        # Positions this runner has committed: lets waiters in this process skip the database.
+        # Positions this runner knows each read model has reached (it committed them, or
+        # read them while leading): lets waiters in this process skip the database.
         self.applied: dict[str, int] = {}
+        # Read models this runner leads, and when their leases were last renewed.
+        self._led: set[str] = set()
+        self._leases_renewed = 0.0
+        self._failing: dict[str, _Failing] = {}
+        self._skips: dict[str, frozenset[int]] = {}
+        self._skips_loaded = False
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,15 +204,17 @@ class ProjectionRunner:
                     )
 
     def position(self, name: str) -> int:
+        return self._positions([name])[name]
+
+    def _positions(self, names: Sequence[str]) -> dict[str, int]:
         with self.engine.connect() as conn:
-            return int(
-                conn.scalar(
-                    select(projection_tracking.c.position).where(
-                        projection_tracking.c.name == name
-                    )
+            rows = conn.execute(
+                select(projection_tracking.c.name, projection_tracking.c.position).where(
+                    projection_tracking.c.name.in_(list(names))
                 )
-                or 0
-            )
+            ).all()
+        found = {row.name: int(row.position or 0) for row in rows}
+        return {name: found.get(name, 0) for name in names}
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0
@@ -142,6 +227,14 @@ class ProjectionRunner:
                     projection_tracking.c.name.in_(list(self.projections))
                 )
             ).all()
+            skips = conn.execute(
+                select(projection_skips).order_by(projection_skips.c.position)
+            ).all()
+        skipped: dict[str, list[tuple[int, str, str, datetime]]] = {}
+        for skip in skips:
+            skipped.setdefault(skip.name, []).append(
+                (skip.position, skip.reason, skip.skipped_by, skip.skipped_at)
+            )
         return [
             ProjectionStatus(
                 name=row.name,
@@ -154,13 +247,18 @@ class ProjectionRunner:
                 last_error_at=row.last_error_at,
                 lease_owner=row.lease_owner,
                 lease_expires_at=row.lease_expires_at,
+                skipped=tuple(skipped.get(row.name, ())),
             )
             for row in sorted(rows, key=lambda r: r.name)
         ]
 
     def _acquire_lease(self, name: str, *, force: bool = False) -> bool:
+        return name in self._take_leases([name], force=force)
+
+    def _take_leases(self, names: Sequence[str], *, force: bool = False) -> set[str]:
+        """Take or renew the leases of `names` in one statement; return those now held."""
         now = datetime.now(UTC)
-        condition = projection_tracking.c.name == name
+        condition = projection_tracking.c.name.in_(list(names))
         if not force:
             condition = condition & (
                 projection_tracking.c.lease_owner.is_(None)
@@ -168,12 +266,34 @@ class ProjectionRunner:
                 | (projection_tracking.c.lease_expires_at < now)
             )
         with self.engine.begin() as conn:
-            result = conn.execute(
+            held = conn.execute(
                 update(projection_tracking)
                 .where(condition)
                 .values(lease_owner=self.owner, lease_expires_at=now + self.lease)
-            )
-        return result.rowcount == 1
+                .returning(projection_tracking.c.name)
+            ).scalars().all()
+        return set(held)
+
+    def _leases(self) -> set[str]:
+        """The read models this runner leads, renewing the leases on a timer.
+
+        Held leases are renewed once a third of their term has passed, not per batch;
+        leases held by nobody (or by a runner that let them expire) are tried each pass,
+        which costs a statement only while this runner stands by.
+        """
+        now = time.monotonic()
+        if now - self._leases_renewed >= self.lease.total_seconds() / 3:
+            held = self._take_leases(list(self.projections))
+            for name in held - self._led:
+                self.applied.pop(name, None)  # someone else may have moved it meanwhile
+            self._led = held
+            self._leases_renewed = now
+        elif len(self._led) < len(self.projections):
+            gained = self._take_leases([n for n in self.projections if n not in self._led])
+            for name in gained:
+                self.applied.pop(name, None)
+            self._led |= gained
+        return self._led
 
     def release_leases(self) -> None:
         with self.engine.begin() as conn:
@@ -182,67 +302,211 @@ class ProjectionRunner:
                 .where(projection_tracking.c.lease_owner == self.owner)
                 .values(lease_owner=None, lease_expires_at=None)
             )
+        self._led = set()
+        self._leases_renewed = 0.0
 
-    def _record_error(self, name: str, error: BaseException) -> None:
+    def _record_error(self, name: str, position: int, error: BaseException) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(projection_tracking)
                 .where(projection_tracking.c.name == name)
-                .values(last_error=f"{type(error).__name__}: {error}"[:2000],
-                        last_error_at=datetime.now(UTC))
+                .values(
+                    last_error=f"at position {position}: {type(error).__name__}: {error}"[:2000],
+                    last_error_at=datetime.now(UTC),
+                )
             )
+
+    def _failed(self, failure: ReadModelFailedError) -> None:
+        """Record the failure and schedule the next attempt (exponential back-off)."""
+        previous = self._failing.get(failure.name)
+        attempts = previous.attempts + 1 if previous else 1
+        delay = min(FIRST_BACKOFF_SECONDS * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+        self._failing[failure.name] = _Failing(
+            attempts, failure.position, time.monotonic() + delay
+        )
+        # The error's type only: its message may quote an event's (personal) data; the
+        # full text goes to the tracking row, which only operators read.
+        log.error(
+            "projection %s failed at position %s (attempt %s, %s); others carry on, "
+            "retrying it in %.0fs",
+            failure.name, failure.position, attempts, type(failure.error).__name__, delay,
+        )
+        try:
+            self._record_error(failure.name, failure.position, failure.error)
+        except Exception:
+            log.warning("could not record the failure of projection %s", failure.name,
+                        exc_info=True)
+        if self.on_commit is not None:  # waiters stop waiting for the failing read model
+            self.on_commit()
+
+    def skip(self, name: str, position: int, reason: str, by: str) -> str:
+        """Record that read model `name` passes over the event at `position`; return its topic.
+
+        Only an event it has not applied yet, that exists, and that it handles; the reason
+        is kept and shown in status. The runner picks the skip up on its next attempt.
+        """
+        if name not in self.projections:
+            raise SkipRefusedError(f"unknown projection {name!r}")
+        if not reason.strip():
+            raise SkipRefusedError("a reason is required")
+        current = self.position(name)
+        if position <= current:
+            raise SkipRefusedError(
+                f"{name} has already passed position {position} (it is at {current})")
+        found = self.recorder.select_notifications(start=position, limit=1, stop=position)
+        if not found:
+            raise SkipRefusedError(f"there is no event at position {position}")
+        topic = found[0].topic
+        if not self.projections[name].handles(topic):
+            raise SkipRefusedError(f"{name} does not handle the event at {position} ({topic})")
+        with self.engine.begin() as conn:
+            exists = conn.scalar(select(projection_skips.c.position).where(
+                (projection_skips.c.name == name) & (projection_skips.c.position == position)))
+            if exists is None:
+                conn.execute(insert(projection_skips).values(
+                    name=name, position=position, topic=topic, reason=reason.strip()[:2000],
+                    skipped_by=by[:200], skipped_at=datetime.now(UTC)))
+        log.warning("projection %s will skip the event at position %s (%s) by %s",
+                    name, position, topic, by)
+        self._skips_loaded = False
+        failing = self._failing.get(name)
+        if failing is not None:
+            failing.retry_at = 0.0  # retry now
+        self._wakeup.set()
+        return topic
+
+    def _skips_for(self, names: Sequence[str]) -> dict[str, frozenset[int]]:
+        """Recorded skips; reloaded when something may have changed (a failure, a skip)."""
+        if not self._skips_loaded or any(name in self._failing for name in names):
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(projection_skips.c.name, projection_skips.c.position)
+                ).all()
+            skips: dict[str, set[int]] = {}
+            for row in rows:
+                skips.setdefault(row.name, set()).add(int(row.position))
+            self._skips = {name: frozenset(found) for name, found in skips.items()}
+            self._skips_loaded = True
+        return {name: self._skips.get(name, frozenset()) for name in names}
+
+    def failing(self) -> dict[str, int]:
+        """Read models this runner is backing off from, with the position that failed."""
+        return {name: state.position for name, state in self._failing.items()}
 
     # -- processing -----------------------------------------------------------------------
 
-    def process_batch(self, name: str) -> int:
-        """Apply the next batch of events for one projection; return how many were read."""
-        projection = self.projections[name]
-        start = self.position(name)
-        notifications = self.recorder.select_notifications(
-            start=start + 1, limit=min(self.batch_size, projection.batch_limit or self.batch_size)
+    def _advance(
+        self, names: Sequence[str], start: int, stop: int, *, isolate: bool = True
+    ) -> dict[str, int]:
+        """Move the read models at `start` towards `stop` by one batch, together.
+
+        Returns the new position of each read model that moved. A read model whose handler
+        raises is taken out and the batch redone for the rest (`isolate`), or the failure
+        is raised (`isolate=False`, for explicit catch-up and rebuilds).
+        """
+        group = [self.projections[name] for name in names]
+        limit = self.batch_size
+        topics = sorted(set().union(*(p.topics for p in group)))
+        notifications = list(
+            self.recorder.select_notifications(
+                start=start + 1, limit=limit, stop=stop, topics=topics
+            )
+            if topics
+            else []
         )
-        if not notifications:
-            return 0
-        try:
-            self._apply_batch(projection, start, notifications)
-        except LostRaceError:
-            log.info("projection %s: another runner applied position %s first", name, start)
-            return 0
-        self.applied[name] = notifications[-1].id
-        if self.on_commit is not None:
-            self.on_commit()
-        return len(notifications)
+        # A full batch ends at its last event; a short one has seen every event up to
+        # `stop` that any of these read models handles, so they all move past `stop`.
+        end = notifications[-1].id if len(notifications) == limit else stop
+        cut = _cut_for_batch_limits(group, notifications)
+        if cut is not None:
+            notifications = notifications[:cut]
+            end = notifications[-1].id
+        while group:
+            try:
+                moved = self._apply_batch(group, start, end, notifications)
+            except ReadModelFailedError as failure:
+                if not isolate:
+                    raise
+                self._failed(failure)
+                group = [p for p in group if p.name != failure.name]
+                continue
+            for name in moved:
+                self.applied[name] = end
+                if self._failing.pop(name, None) is not None:
+                    log.info("projection %s recovered at position %s", name, end)
+            if moved and self.on_commit is not None:
+                self.on_commit()
+            return {name: end for name in moved}
+        return {}
 
     def _apply_batch(
-        self, projection: Projection, start: int, notifications: Sequence[Notification]
-    ) -> None:
-        last = notifications[-1].id
+        self,
+        group: Sequence[ReadModel],
+        start: int,
+        end: int,
+        notifications: Sequence[Notification],
+    ) -> list[str]:
+        names = [p.name for p in group]
         with self.engine.begin() as conn:
-            # The conditional update comes first: it takes the row lock (PostgreSQL) or the
-            # write lock (SQLite) before any read-model row is touched.
-            moved = conn.execute(
-                update(projection_tracking)
-                .where(
-                    (projection_tracking.c.name == projection.name)
-                    & (projection_tracking.c.position == start)
-                )
-                .values(
-                    position=last,
-                    events_applied=projection_tracking.c.events_applied + len(notifications),
-                    updated_at=datetime.now(UTC),
-                    last_error=None,
-                    last_error_at=None,
-                )
+            # The conditional update comes first: it takes the row locks (PostgreSQL) or
+            # the write lock (SQLite) before any read-model row is touched. Each row moves
+            # only if it is still where this runner found it.
+            moved = set(
+                conn.execute(
+                    update(projection_tracking)
+                    .where(
+                        projection_tracking.c.name.in_(names)
+                        & (projection_tracking.c.position == start)
+                    )
+                    .values(
+                        position=end,
+                        events_applied=projection_tracking.c.events_applied + (end - start),
+                        updated_at=datetime.now(UTC),
+                        last_error=None,
+                        last_error_at=None,
+                    )
+                    .returning(projection_tracking.c.name)
+                ).scalars()
             )
-            if moved.rowcount != 1:
-                raise LostRaceError()
+            for name in set(names) - moved:
+                log.info("projection %s: another runner applied position %s first", name, start)
+                self.applied.pop(name, None)
+            targets = [p for p in group if p.name in moved]
+            skips = self._skips_for([p.name for p in targets])
             for notification in notifications:
-                if projection.handles(notification.topic):
-                    event = self.mapper.to_domain_event(notification)
-                    projection.apply(conn, event, notification.id, notification.topic)
+                handlers = [p for p in targets if p.handles(notification.topic)
+                            and notification.id not in skips[p.name]]
+                if not handlers:
+                    continue
+                event = self.mapper.to_domain_event(notification)  # decoded once for all
+                for projection in handlers:
+                    try:
+                        projection.apply(conn, event, notification.id, notification.topic)
+                    except Exception as error:
+                        raise ReadModelFailedError(
+                            projection.name, notification.id, error
+                        ) from error
+        return [name for name in names if name in moved]
+
+    def process_batch(self, name: str) -> int:
+        """Apply the next batch of one read model on its own cursor; return positions passed.
+
+        Errors propagate (after being recorded), so an operator's catch-up or rebuild
+        stops at the failing event.
+        """
+        start = self.position(name)
+        head = self.head()
+        if head <= start:
+            return 0
+        try:
+            moved = self._advance([name], start, head, isolate=False)
+        except ReadModelFailedError as failure:
+            self._record_error(failure.name, failure.position, failure.error)
+            raise failure.error from None
+        return moved[name] - start if name in moved else 0
 
     def catch_up(self, name: str, progress: Callable[[int], None] | None = None) -> int:
-        """Process until the projection has reached the head it saw; return events read."""
+        """Process until the read model has reached the head it saw; return positions passed."""
         total = 0
         while True:
             count = self.process_batch(name)
@@ -253,10 +517,11 @@ class ProjectionRunner:
                 progress(count)
 
     def rebuild(self, name: str, progress: Callable[[int], None] | None = None) -> int:
-        """Empty the projection's tables and replay it from position zero.
+        """Empty the read model's tables and replay it from position zero.
 
         Takes the lease by force, so a live runner elsewhere stands by; the reset itself is
         one transaction, so a concurrent batch of that runner is rolled back, not mixed in.
+        Once rebuilt, the read model is at the others' position and joins the shared pass.
         """
         projection = self.projections[name]
         self._acquire_lease(name, force=True)
@@ -269,23 +534,67 @@ class ProjectionRunner:
                 .values(position=0, events_applied=0, last_error=None, last_error_at=None)
             )
         self.applied[name] = 0
+        self._failing.pop(name, None)
         try:
             return self.catch_up(name, progress)
         finally:
             self.release_leases()
 
-    def run_once(self) -> int:
-        """One pass over every projection this runner leads; returns events read."""
-        total = 0
-        for name in self.projections:
-            if not self._acquire_lease(name):
+    def run_once(self, *, respect_backoff: bool = False) -> int:
+        """Passes over every read model this runner leads until they reach the head.
+
+        Returns how far the pass moved the read models (the largest advance, in event-store
+        positions). A read model that fails is left out for the rest of this call; the
+        background loop (`respect_backoff`) also waits out its back-off before retrying.
+        """
+        advanced: dict[str, int] = {}
+        failed_now: set[str] = set()
+        while True:
+            led = self._leases()
+            now = time.monotonic()
+            active = [
+                name for name in self.projections
+                if name in led and name not in failed_now
+                and not (respect_backoff and name in self._failing
+                         and self._failing[name].retry_at > now)
+            ]
+            if not active:
+                break
+            attempts = {name: state.attempts for name, state in self._failing.items()}
+            moved = self._pass(active)
+            failed_now |= {
+                name for name, state in self._failing.items()
+                if state.attempts != attempts.get(name)
+            }
+            if not moved:
+                break
+            for name, delta in moved.items():
+                advanced[name] = advanced.get(name, 0) + delta
+        return max(advanced.values(), default=0)
+
+    def _pass(self, names: Sequence[str]) -> dict[str, int]:
+        """One batch for every group of read models at the same position; returns advances."""
+        head = self.head()
+        unknown = [name for name in names if name not in self.applied]
+        if unknown:
+            self.applied.update(self._positions(unknown))
+        groups: dict[int, list[str]] = {}
+        for name in names:
+            groups.setdefault(self.applied[name], []).append(name)
+        starts = sorted(groups)
+        moved: dict[str, int] = {}
+        for index, start in enumerate(starts):
+            if start >= head:
                 continue
-            try:
-                total += self.catch_up(name)
-            except Exception as error:  # a bad event must not kill the runner
-                log.exception("projection %s failed; will retry", name)
-                self._record_error(name, error)
-        return total
+            # A lagging group stops at the next group's position, where it joins it for
+            # the rest of this pass.
+            following = starts[index + 1] if index + 1 < len(starts) else None
+            stop = min(following, head) if following is not None else head
+            for name, end in self._advance(groups[start], start, stop).items():
+                moved[name] = moved.get(name, 0) + end - start
+                if end == following:
+                    groups[following].append(name)
+        return moved
 
     # -- background operation -------------------------------------------------------------
 
@@ -318,11 +627,25 @@ class ProjectionRunner:
         except Exception:  # the database may already be gone at shutdown
             log.warning("could not release projection leases", exc_info=True)
 
-    def applied_everywhere(self) -> int | None:
-        """The position every projection has reached by this runner's own hand, if known."""
-        if not self.running or set(self.applied) != set(self.projections):
+    def reached(self, names: Sequence[str]) -> int | None:
+        """The position all of `names` have reached by this runner's hand, if it knows.
+
+        None when this runner is not running or does not lead one of them: then only the
+        database knows (another process runs it).
+        """
+        if not self.running:
             return None
-        return min(self.applied.values())
+        led = self._led
+        positions = []
+        for name in names:
+            if name not in led or name not in self.applied:
+                return None
+            positions.append(self.applied[name])
+        return min(positions, default=None)
+
+    def applied_everywhere(self) -> int | None:
+        """The position every read model has reached by this runner's own hand, if known."""
+        return self.reached(list(self.projections))
 
     @property
     def running(self) -> bool:
@@ -332,12 +655,16 @@ class ProjectionRunner:
         backoff = self.poll_interval
         while not self._stop.is_set():
             try:
-                self.run_once()
+                self.run_once(respect_backoff=True)
                 backoff = self.poll_interval
             except Exception:
                 log.exception("projection runner pass failed")
                 backoff = min(backoff * 2, 30.0)
-            self._wakeup.wait(backoff)
+            wait = backoff
+            if self._failing:  # wake for the next retry of a failing read model
+                soonest = min(f.retry_at for f in self._failing.values()) - time.monotonic()
+                wait = max(min(wait, soonest), 0.01)
+            self._wakeup.wait(wait)
             self._wakeup.clear()
 
     def _listen_for_notifications(self) -> None:
@@ -356,3 +683,7 @@ class ProjectionRunner:
             except Exception:
                 log.warning("LISTEN connection lost; retrying", exc_info=True)
                 time.sleep(1.0)
+
+
+# Kept for modules written against the old name.
+ProjectionRunner = ReadModelRunner

@@ -38,6 +38,18 @@ projection_tracking = Table(
     Column("lease_expires_at", UtcDateTime()),
 )
 
+# Events an operator told one read model to pass over (`patron projections skip`).
+projection_skips = Table(
+    "projection_skips",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("position", BigInteger, primary_key=True),
+    Column("topic", String(400), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("skipped_by", String(200), nullable=False),
+    Column("skipped_at", UtcDateTime(), nullable=False),
+)
+
 member_profiles = Table(
     "member_profiles",
     metadata,

@@ -28,6 +28,7 @@ TINY = {
                   "--history", "1200", "--latency-calls", "10", "--latency-warmup", "2"],
     "edge": ["--hostile", "200", "--concurrency", "2", "--probes", "50", "--repeats", "2"],
     "fuzz": ["--requests", "40"],
+    "spine": ["--members", "4", "--writes", "16"],
 }
 EXPECTED = {
     "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
@@ -46,6 +47,7 @@ EXPECTED = {
     "edge": ("hostile_per_s", "healthz_probes", "healthz_p50_ms", "bomb_refused_p50_ms",
              "costly_refused_p50_ms", "bomb_parse_and_price_p50_ms"),
     "fuzz": ("requests", "requests_per_s"),
+    "spine": ("statements_per_pass", "visible_1w_p50_ms", "visible_8w_p50_ms"),
 }
 
 

@@ -102,8 +102,13 @@ def test_a_rebuild_reproduces_the_live_tables_exactly(runtime: Runtime) -> None:
 def test_events_are_applied_exactly_once_in_batches(runtime: Runtime) -> None:
     populate(runtime, members=3)
     runtime.runner.batch_size = 4
+    # A batch is the next 4 events the read model handles (the event store's topic filter
+    # skips the others), so it ends at the position of the 4th of them.
+    projection = runtime.runner.projections["member_profiles"]
+    handled = [n.id for n in runtime.app.recorder.select_notifications(1, 1000)
+               if projection.handles(n.topic)]
     first = runtime.runner.process_batch("member_profiles")
-    assert first == 4 and tracking(runtime).position == 4
+    assert first == tracking(runtime).position == handled[3]
     runtime.runner.catch_up("member_profiles")
     row = tracking(runtime)
     assert row.position == row.events_applied == runtime.runner.head()

@@ -17,7 +17,7 @@ from strawberry.tools import merge_types
 from strawberry.types.graphql import OperationType
 
 from api.config import Settings
-from api.consistency import ProjectionLagError
+from api.consistency import reading_with
 from api.schema.after_sales import CaseMutations, CaseQueries, CaseSubscriptions
 from api.schema.audit import AuditQueries
 from api.schema.behaviour import BehaviourMutations
@@ -26,7 +26,6 @@ from api.schema.catalogue import CatalogueMutations, CatalogueQueries
 from api.schema.common import (
     EVENT_POSITION_SCALAR,
     LONG_SCALAR,
-    ApiError,
     EventPosition,
     Long,
 )
@@ -68,21 +67,25 @@ Subscription = merge_types(
 
 
 class ReadYourWrites(SchemaExtension):
-    """Queries wait until the read models include the client's own writes (bounded)."""
+    """Queries see the client's own writes (bounded wait), in what they read.
+
+    No wait up front: the query runs with a read gate, and each read-model statement waits
+    only for the projections owning the tables it reads (api/consistency.py). A query that
+    reads no projection's tables does not wait at all. Lag surfaces as PROJECTION_LAG on
+    the field that read (see MaskUnexpectedErrors).
+    """
 
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
+        gate = None
         if execution.operation_type == OperationType.QUERY and execution.context:
             ctx = execution.context["patron"]
             wanted = ctx.required_position()
             if wanted:
-                try:
-                    await ctx.runtime.wait_for_read_models(wanted)
-                except ProjectionLagError as error:
-                    raise ApiError(
-                        str(error), "PROJECTION_LAG", wanted=error.wanted, reached=error.reached
-                    ) from None
-        yield
+                gate = ctx.runtime.read_gate(wanted)
+        # Always a scope of its own: a gate a mutation sets for its payload ends with it.
+        with reading_with(gate):
+            yield
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:

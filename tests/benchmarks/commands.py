@@ -144,6 +144,9 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         applied = runtime.runner.catch_up(PROJECTION)
         catch_up_s = time.perf_counter() - begun
         log(f"projection caught up on {applied} events in {catch_up_s:.2f}s")
+        # Every other read model too: the HTTP side must not start behind a backlog.
+        while runtime.runner.run_once():
+            pass
 
         tokens = member_tokens(settings.secret_key, warmup_members + http_members)
         http = serve_and_drive(runtime, lambda base_url: http_phase(
