@@ -36,7 +36,7 @@ from api.rate_limits import RateLimit, RatePolicy
 from api.runtime import Runtime, migrate, migrations_current
 from api.schema import build_schema
 from api.webhooks import carrier_webhook
-from domain.errors import DomainError
+from domain.errors import DomainError, ValidationError
 from projections.engine import failing_position
 from projections.tables import projection_tracking
 
@@ -144,6 +144,8 @@ class RequestGate:
                 request.headers.get("authorization"), self.holder.runtime.settings.secret_key
             )
             min_position = parse_min_position(request)
+            if min_position:
+                await self._require_recorded(min_position)
         except DomainError as error:
             if scope["type"] == "websocket":
                 # Refuse the handshake; close codes 4xxx mirror the HTTP status.
@@ -162,6 +164,16 @@ class RequestGate:
         state = scope.setdefault("state", {})
         state.update(principal=principal, min_position=min_position, request_id=request_id)
         await self.app(scope, receive, send)
+
+    async def _require_recorded(self, position: int) -> None:
+        """A position no event has yet can only be a client's mistake (a write's position is
+        recorded before it is answered): say so at once rather than wait out the timeout."""
+        head = await run_in_threadpool(self.holder.runtime.runner.head)
+        if position > head:
+            raise ValidationError(
+                f"X-Patron-Min-Position {position} is beyond the last recorded event ({head}); "
+                "send the position a write of yours answered"
+            )
 
 
 async def healthz(_request: Request) -> Response:

@@ -68,9 +68,11 @@ async def test_the_min_position_header_carries_read_your_writes_across_servers(
     payload = data(await gql(stalled_client, REGISTER))["registerMember"]
     stalled_runtime.runner.run_once()
     admin = token_for(Role.ADMIN)
-    ahead = str(payload["position"] + 5)
+    # A write through another server, which this server's read models have not seen yet.
+    elsewhere = stalled_runtime.members.register(
+        {"name": "Bo", "email": "bo@example.com"}, _meta("admin")).position
     body = await gql(stalled_client, "{ members { totalCount } }", token=admin,
-                     headers={"X-Patron-Min-Position": ahead})
+                     headers={"X-Patron-Min-Position": str(elsewhere)})
     assert body["errors"][0]["extensions"]["code"] == "PROJECTION_LAG"
     body = await gql(stalled_client, "{ members { totalCount } }", token=admin,
                      headers={"X-Patron-Min-Position": str(payload["position"])})
@@ -154,3 +156,18 @@ async def test_concurrent_http_updates_of_one_member_all_land(
     me = data(await gql(client, "{ me { version consents { channel granted } } }", token=token))
     assert me["me"]["version"] == 1 + len(calls)
     assert {c["channel"] for c in me["me"]["consents"]} == {"SMS", "EMAIL", "APP_PUSH"}
+
+
+async def test_a_min_position_no_event_has_yet_is_refused_at_once(
+    stalled_client: httpx.AsyncClient, stalled_runtime: Runtime
+) -> None:
+    data(await gql(stalled_client, REGISTER))
+    beyond = stalled_runtime.runner.head() + 1
+    # Answered before any read: waiting would end in PROJECTION_LAG, not a 400.
+    response = await stalled_client.post(
+        "/graphql", json={"query": "{ caseReasons }"},
+        headers={"X-Patron-Min-Position": str(beyond)})
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "VALIDATION"
+    assert f"{beyond} is beyond the last recorded event" in error["message"]
