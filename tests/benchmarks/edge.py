@@ -84,7 +84,8 @@ async def attack(base_url: str, hostile: int, concurrency: int) -> dict[str, Any
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            name = "bomb" if (remaining + number) % 2 else "costly"
+            # By the request's number, not the client's: every client sends both documents.
+            name = "bomb" if (hostile - remaining) % 2 else "costly"
             begun = time.perf_counter()
             response = await client.post("/graphql", json={"query": HOSTILE[name]})
             results[name].latencies_s.append(time.perf_counter() - begun)
