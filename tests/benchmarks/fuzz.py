@@ -123,8 +123,10 @@ def read_models_reach(runtime: Runtime, head: int, timeout: float) -> int:
 
 def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     # No scheduler: its writes (due loyalty events, retraining) would be taken for writes
-    # of the request under way.
-    settings = Settings.from_env(url, scheduler_interval=0.0, recommender_retrain_hours=0.0)
+    # of the request under way. No rate limits: one client sending thousands of requests
+    # would otherwise mostly measure the limiter (tests/test_edge.py covers it).
+    settings = Settings.from_env(url, scheduler_interval=0.0, recommender_retrain_hours=0.0,
+                                 rate_limit_anonymous="", rate_limit_signed_in="")
     runtime = Runtime(settings)
     try:
         requests = requests_for(settings, args.requests)
