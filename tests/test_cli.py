@@ -23,6 +23,7 @@ from domain.metadata import Role
 from projections.database import DatabaseConfig
 from projections.tables import member_profiles, member_tags
 from tests.conftest import TEST_SECRET
+from tests.shop import stocked
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.graphql"
 MEMBER_ID = "5b0f3c1e-8f7a-4a47-9d1b-2f4d6b8e9a10"
@@ -455,7 +456,8 @@ def test_payments_simulate_signs_the_providers_callback_and_pays_the_order(
         own = meta(str(member), Role.MEMBER)
         lines = [{"product_id": "p", "sku": "s", "name": "Kettle", "quantity": 1,
                   "unit_price": 12_000}]
-        order = runtime.orders.place(member, lines, None, 0, "o1", own).aggregate_id
+        order = runtime.orders.place(member, stocked(runtime, lines), None, 0, "o1",
+                                     own).aggregate_id
         runtime.payments.request(order, "alipay", "simulator", "k1", own)
     finally:
         runtime.close()
