@@ -11,6 +11,7 @@ adjustments of at most 10^13 — high enough to reach point balances far beyond 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from api.config import Settings
 from api.runtime import Runtime
 from domain.errors import ValidationError
+from domain.loyalty_rules import LoyaltyRules
 from domain.metadata import Channel, EventMetadata, Role
 from tests.graphql import data, gql, list_product, token_for
 from tests.test_orders_api import (
@@ -57,14 +59,12 @@ RULES = "{ loyaltyRules { maxLineQuantity maxOrderValue { amount } maxPointsAdju
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The suite's settings (payment provider, limits off, …) with small order limits."""
     rules = tmp_path / "rules.toml"
     rules.write_text(f"max_line_quantity = 5\nmax_order_value = {MAX_ORDER_VALUE}\n"
                      "max_points_adjustment = 10000000000000\n")
-    monkeypatch.setenv("PATRON_LOYALTY_RULES", str(rules))
-    return Settings.from_env(database_url, read_your_writes_timeout=5.0,
-                             projection_poll_interval=0.05, data_key_cache_seconds=0.0,
-                             recommender_retrain_hours=0.0)
+    return dataclasses.replace(settings, loyalty_rules=LoyaltyRules.load(rules))
 
 
 async def order_of(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
