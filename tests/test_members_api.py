@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from api.runtime import Runtime
+from domain.clock import AdjustableClock
 from domain.metadata import Role
 from tests.graphql import data, gql, register, token_for
 
@@ -453,9 +455,10 @@ async def test_unknown_member_is_not_found(client: httpx.AsyncClient) -> None:
 
 
 async def test_staff_list_members_with_filters_and_relay_pagination(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, clock: AdjustableClock
 ) -> None:
     for index in range(5):
+        clock.advance(timedelta(seconds=1))  # members are listed by when they joined
         await register(
             client, name=f"Member {index}", email=f"m{index}@example.com",
             city="Hangzhou" if index % 2 else "Beijing",

@@ -34,7 +34,8 @@ def meta(actor: str = "tester") -> EventMetadata:
 
 def register_members(runtime: Runtime, count: int) -> list[uuid.UUID]:
     ids = []
-    for index in range(count):
+    for _ in range(count):
+        index = uuid.uuid4().hex[:8]  # one member per email: every call registers new ones
         result = runtime.members.register(
             {"name": f"Member {index}", "email": f"m{index}@example.com"}, meta())
         runtime.members.update_profile(result.aggregate_id, {"city": f"City {index}"},
