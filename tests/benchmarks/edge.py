@@ -40,22 +40,8 @@ from tests.benchmarks.common import (
     percentile,
     run_benchmark,
 )
+from tests.hostile_queries import COSTLY, fragment_bomb
 
-
-def fragment_bomb(levels: int = 8, fan_out: int = 10) -> str:
-    fragments = ["fragment L0 on Query { caseReasons pickupPoints { pointId } }"]
-    for k in range(1, levels):
-        spreads = " ".join([f"...L{k - 1}"] * fan_out)
-        fragments.append(f"fragment L{k} on Query {{ {spreads} }}")
-    top = " ".join([f"...L{levels - 1}"] * fan_out)
-    return f"query Bomb {{ {top} }} " + " ".join(fragments)
-
-
-NESTED = (
-    "members(first: 100) { edges { node { orders(first: 100) { edges { node { "
-    "shipments { timeline { status } } } } } } } }"
-)
-COSTLY = "{ " + " ".join(f"m{i}: {NESTED}" for i in range(30)) + " }"
 HOSTILE = {"bomb": fragment_bomb(), "costly": COSTLY}
 
 
