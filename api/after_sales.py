@@ -216,7 +216,7 @@ class AfterSalesService:
                 account = account_for(session, order.member_id, now, order_meta)
                 record = refund_and_claw_back(
                     order, account, [(i["line_id"], i["quantity"]) for i in case.lines],
-                    f"case:{case.id}", request_hash("case refund", str(case.id)), now,
+                    f"case:{case.id}", request_hash("case refund", str(case.id)), self.rules, now,
                     order_meta,
                 )
                 refund_id = f"case:{case.id}"

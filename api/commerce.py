@@ -73,10 +73,12 @@ def refund_and_claw_back(
     items: Sequence[tuple[str, int]] | None,
     refund_id: str,
     fingerprint: str,
+    rules: LoyaltyRules,
     now: datetime,
     meta: EventMetadata,
 ) -> dict[str, Any] | None:
-    """Refund the order and take back the points its refunded part earned, together.
+    """Refund the order, take back the points its refunded part earned and give back the
+    points that paid for it, together.
 
     Returns the refund recorded, or None for a retry of one already recorded.
     """
@@ -84,6 +86,7 @@ def refund_and_claw_back(
     if record is not None:
         account.claw_back(str(order.id), order.refunded_amount, order.paid_amount, now, meta,
                           refund_amount=record["amount"])
+        account.return_points(str(order.id), order.points_to_return(), rules, now, meta)
     return record
 
 
@@ -298,15 +301,11 @@ class OrderService:
             if order.coupon_id:
                 session.get(Coupon, UUID(order.coupon_id)).release(str(order.id), now, meta)
             account = account_for(session, order.member_id, now, meta)
-            points_used = order.pricing["points_used"]
-            if points_used:
-                account.credit(
-                    CreditSource.POINTS_RETURNED, str(order.id), points_used, self.rules, now,
-                    meta, once_marker=f"returned:{order.id}",
-                )
+            account.return_points(str(order.id), order.points_to_return(), self.rules, now,
+                                  meta)
             if order.paid_amount:
                 refund_and_claw_back(order, account, None, f"cancel:{order.id}", "cancel",
-                                     now, meta)
+                                     self.rules, now, meta)
             return order
 
         return self.uow.result_of(self.uow.run(decide))
@@ -325,7 +324,8 @@ class OrderService:
             now = self.clock.now()
             order = session.get(Order, order_id)
             account = account_for(session, order.member_id, now, meta)
-            refund_and_claw_back(order, account, items, refund_id, fingerprint, now, meta)
+            refund_and_claw_back(order, account, items, refund_id, fingerprint, self.rules,
+                                 now, meta)
             return order
 
         return self.uow.result_of(self.uow.run(decide))

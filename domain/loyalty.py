@@ -352,6 +352,26 @@ class LoyaltyAccount(Aggregate):
                           points=lot["remaining"], meta=meta)
         return len(due)
 
+    def return_points(
+        self, order_id: str, target: int, rules: LoyaltyRules, now: datetime,
+        meta: EventMetadata,
+    ) -> int:
+        """Give back points that paid for an order, up to `target` in all (see
+        `Order.points_to_return`); returns how many this call gave back.
+
+        Returned points are no longer counted as redeemed, so they do not use up the
+        member's redemption limit.
+        """
+        returned = sum(
+            lot["points"] for lot in self.lots.values()
+            if lot["source"] == CreditSource.POINTS_RETURNED and lot["ref"] == order_id
+        )
+        owed = target - returned
+        if owed <= 0:
+            return 0
+        self.credit(CreditSource.POINTS_RETURNED, order_id, owed, rules, now, meta)
+        return owed
+
     def claw_back(
         self, order_id: str, refunded_total: int, paid: int, now: datetime, meta: EventMetadata,
         refund_amount: int,
@@ -459,8 +479,15 @@ class LoyaltyAccount(Aggregate):
             if not self.pending and lot["remaining"] == 0:
                 lot["status"] = LotStatus.CONSUMED.value
             if self.source == CreditSource.POINTS_RETURNED:
-                # Points given back for a cancelled order were never really redeemed.
-                account.redemptions = [r for r in account.redemptions if r["ref"] != self.ref]
+                # Points given back for a cancelled or refunded order were never really
+                # redeemed: they come off that order's redemption.
+                give_back = self.points
+                for redemption in account.redemptions:
+                    if redemption["ref"] == self.ref and give_back:
+                        taken = min(redemption["points"], give_back)
+                        redemption["points"] -= taken
+                        give_back -= taken
+                account.redemptions = [r for r in account.redemptions if r["points"] > 0]
             if self.marker:
                 account.markers[self.marker] = self.ref
             if self.key:

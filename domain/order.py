@@ -337,6 +337,25 @@ class Order(Aggregate):
     def refundable_amount(self) -> int:
         return self.paid_amount - self.refunded_amount
 
+    def points_to_return(self) -> int:
+        """How many of the points that paid for this order belong back with the member.
+
+        All of them once the order is cancelled or every line is refunded; before that, the
+        refunded goods' share of the subtotal. It is a running target rather than a delta, so
+        partial refunds never drift by rounding and a retry returns nothing twice.
+        """
+        used = int(self.pricing["points_used"])
+        if not used:
+            return 0
+        if self.state == OrderState.CANCELLED.value or all(
+            self.refunded_quantities[line["line_id"]] == line["quantity"] for line in self.lines
+        ):
+            return used
+        refunded_value = sum(
+            self.refunded_quantities[line["line_id"]] * line["unit_price"] for line in self.lines
+        )
+        return used * refunded_value // max(self.pricing["subtotal"], 1)
+
     def line_refund_amount(self, line_id: str, quantity: int) -> int:
         """A line's share of what was paid for goods (discounts and points spread evenly)."""
         line = self.line(line_id)

@@ -673,3 +673,43 @@ async def test_a_coupon_past_its_window_is_expired_not_available(
     assert issued["id"] not in [c[0] for c in await listed("AVAILABLE")]
     assert (issued["id"], "EXPIRED", False) in await listed("EXPIRED")
     assert (issued["id"], "EXPIRED", False) in await listed(None)
+
+
+async def test_refunds_give_back_the_points_that_paid_and_free_the_redemption_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    ann = await shopper(client)
+    await adjust(client, ann, 60_000)
+    # 80,000 of goods, half paid with 40,000 points of the 50,000 redeemable in 30 days.
+    order = await pay(client, ann, await place(
+        client, ann, [line("sofa", 1, 60_000), line("lamp", 1, 20_000)], points=40_000))
+    assert order["pricing"]["pointsUsed"] == 40_000
+    assert (await account(client, ann))["available"] == 20_000
+    sofa, lamp = (entry["lineId"] for entry in order["lines"])
+
+    # The sofa is three quarters of the goods: three quarters of the points come back.
+    ok(await mutate(client, REFUND_ORDER, {
+        "orderId": order["id"], "lines": [{"lineId": sofa, "quantity": 1}],
+        "reason": "returned", "idempotencyKey": "refund-sofa"}, AGENT))
+    after_sofa = await account(client, ann)
+    assert after_sofa["available"] == 50_000
+    assert ledger(after_sofa)[-1]["cause"] == "points_returned"
+    # A retry of the same refund gives nothing back twice.
+    ok(await mutate(client, REFUND_ORDER, {
+        "orderId": order["id"], "lines": [{"lineId": sofa, "quantity": 1}],
+        "reason": "returned", "idempotencyKey": "refund-sofa"}, AGENT))
+    assert (await account(client, ann))["available"] == 50_000
+
+    ok(await mutate(client, REFUND_ORDER, {
+        "orderId": order["id"], "lines": [{"lineId": lamp, "quantity": 1}],
+        "reason": "returned", "idempotencyKey": "refund-lamp"}, AGENT))
+    refunded = await account(client, ann)
+    assert (refunded["available"], refunded["pending"]) == (60_000, 0)
+    assert_books_balance(refunded)
+
+    # Nothing of that order counts as redeemed any more: the whole limit is free again.
+    again = await mutate(client, PLACE_ORDER, {
+        "lines": await order_lines(client, [line("sofa", 1, 60_000), line("table", 1, 40_000)]),
+        "points": 50_000, "idempotencyKey": "after-refund"}, ann.token)
+    assert again["userErrors"] == []
+    assert again["order"]["pricing"]["pointsUsed"] == 50_000
