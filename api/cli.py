@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,36 @@ database_option = click.option(
     default=None,
     help="sqlite:///PATH (default sqlite:///./patron.db) or postgresql://USER@HOST:PORT/DB",
 )
+
+
+@contextmanager
+def _progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """Report progress from the first step, on a terminal or not.
+
+    On a terminal this is click's progress bar. Elsewhere (a container's log, CI, `nohup`)
+    click prints the label once and then nothing until the end, so a long seed looks hung;
+    there we write a line to stderr at every tenth of the way, with the elapsed time.
+    """
+    if sys.stderr.isatty() or sys.stdout.isatty():
+        with click.progressbar(length=length, label=label) as bar:
+            yield bar.update
+        return
+    started = time.monotonic()
+    done = 0
+    reported = -1
+    click.echo(f"{label}: 0/{length}", err=True)
+
+    def update(steps: int) -> None:
+        nonlocal done, reported
+        done += steps
+        tenth = done * 10 // max(length, 1)
+        if tenth > reported and done < length:
+            reported = tenth
+            click.echo(f"{label}: {done}/{length} after {time.monotonic() - started:.0f} s",
+                       err=True)
+
+    yield update
+    click.echo(f"{label}: {done}/{length} in {time.monotonic() - started:.0f} s", err=True)
 
 
 def _settings(database_url: str | None, *, create: bool = False, **overrides: Any) -> Settings:
@@ -145,8 +178,8 @@ def _seed_if_empty(settings: Settings, members: int = 50, seed: int = 7) -> None
         if head or existing:
             click.echo("demo: the database already has events; not seeding")
             return
-        with click.progressbar(length=DEMO_DAYS, label="seeding a demo year") as bar:
-            seed_demo(runtime, members=members, seed=seed, day_progress=bar.update)
+        with _progress(DEMO_DAYS, "seeding a demo year") as update:
+            seed_demo(runtime, members=members, seed=seed, day_progress=update)
         runtime.runner.run_once()
     finally:
         runtime.close()
@@ -288,8 +321,8 @@ def projections_rebuild(name: str | None, database_url: str | None) -> None:
             raise click.ClickException(f"unknown projection {unknown[0]!r}; known: {known}")
         head = runtime.runner.head()
         for projection in names:
-            with click.progressbar(length=head, label=f"rebuilding {projection}") as bar:
-                applied = runtime.runner.rebuild(projection, progress=bar.update)
+            with _progress(head, f"rebuilding {projection}") as update:
+                applied = runtime.runner.rebuild(projection, progress=update)
             click.echo(f"{projection}: replayed {applied} events")
     finally:
         runtime.close()
@@ -507,15 +540,15 @@ def seed_demo_command(
                        migrate_first=True, clock=clock)
     try:
         if days:
-            with click.progressbar(length=days, label=f"simulating {days} days") as bar:
+            with _progress(days, f"simulating {days} days") as update:
                 seed_demo(runtime, members=members, seed=seed_value, days=days,
-                          day_progress=bar.update)
+                          day_progress=update)
         else:
-            with click.progressbar(length=members, label="seeding demo members") as bar:
-                seed_demo(runtime, members=members, seed=seed_value, progress=bar.update)
-        with click.progressbar(length=runtime.runner.head(), label="projecting") as bar:
+            with _progress(members, "seeding demo members") as update:
+                seed_demo(runtime, members=members, seed=seed_value, progress=update)
+        with _progress(runtime.runner.head(), "projecting") as update:
             for name in runtime.runner.projections:
-                runtime.runner.catch_up(name, progress=bar.update)
+                runtime.runner.catch_up(name, progress=update)
     finally:
         runtime.close()
     click.echo(f"seeded {members} members (seed {seed_value})")

@@ -262,6 +262,16 @@ def test_seeding_creates_the_requested_number_of_member_profiles(
     assert all(row["email"].endswith("@example.com") for row in rows)
 
 
+def test_seeding_off_a_terminal_reports_progress_from_the_first_day(sqlite_url: str) -> None:
+    # CliRunner is not a terminal, like a container's log: click's bar would stay silent.
+    result = seed(sqlite_url, members=3, seed_value=3)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("simulating")]
+    assert lines[0] == "simulating 30 days: 0/30"
+    assert any(line.startswith("simulating 30 days: 3/30 after ") for line in lines)
+    assert lines[-1].startswith("simulating 30 days: 30/30 in ")
+    assert len(lines) == 12  # the start, each tenth of the way, the end
+
+
 def test_seeding_adds_to_an_existing_population(database_url: str, engine: Engine) -> None:
     seed(database_url, members=2, seed_value=1)
     seed(database_url, members=3, seed_value=2)
