@@ -23,6 +23,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import ForbiddenError, InvalidTransitionError, ValidationError
 from domain.metadata import EventMetadata, Role
 from domain.validation import enum_value, rating_value
@@ -166,7 +167,7 @@ def validate_claim_lines(lines: Sequence[tuple[str, int]]) -> list[dict[str, Any
     return [{"line_id": k, "quantity": v} for k, v in wanted.items()]
 
 
-class AfterSalesCase(Aggregate):
+class AfterSalesCase(RecordedAggregate):
     @classmethod
     def open(
         cls,
@@ -229,7 +230,6 @@ class AfterSalesCase(Aggregate):
         resolution_due: str
         request_hash: str
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
     def __init__(
         self, order_id: str, member_id: str, case_number: str, case_type: str, reason: str,
@@ -524,9 +524,6 @@ class AfterSalesCase(Aggregate):
 
     # -- events -----------------------------------------------------------------------------
 
-    def _trigger(self, event_class: type[Aggregate.Event], now: datetime, meta: EventMetadata,
-                 **kwargs: Any) -> None:
-        self.trigger_event(event_class, timestamp=now, meta=meta.as_dict(), **kwargs)
 
     def _enter(self, state: CaseState, at: datetime) -> None:
         self.state = state.value
@@ -536,12 +533,11 @@ class AfterSalesCase(Aggregate):
         if self.first_reviewed_at is None:
             self.first_reviewed_at = at.isoformat()
 
-    class Assigned(Aggregate.Event):
+    class Assigned(RecordedAggregate.Event):
         agent_id: str
         team: str
         previous_agent: str | None
         starts_review: bool
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.assignee = self.agent_id
@@ -550,31 +546,28 @@ class AfterSalesCase(Aggregate):
                 case._reviewed(self.timestamp)
                 case._enter(CaseState.UNDER_REVIEW, self.timestamp)
 
-    class Approved(Aggregate.Event):
+    class Approved(RecordedAggregate.Event):
         note: str | None
         first_review: bool
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case._reviewed(self.timestamp)
             case._enter(CaseState.APPROVED, self.timestamp)
 
-    class Rejected(Aggregate.Event):
+    class Rejected(RecordedAggregate.Event):
         reason: str
         first_review: bool
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case._reviewed(self.timestamp)
             case.rejection_reason = self.reason
             case._enter(CaseState.REJECTED, self.timestamp)
 
-    class ReturnLabelIssued(Aggregate.Event):
+    class ReturnLabelIssued(RecordedAggregate.Event):
         shipment_id: str
         carrier: str
         tracking_number: str
         label_url: str | None
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.return_parcel = {
@@ -584,21 +577,19 @@ class AfterSalesCase(Aggregate):
             }
             case._enter(CaseState.AWAITING_RETURN, self.timestamp)
 
-    class ReturnReceived(Aggregate.Event):
+    class ReturnReceived(RecordedAggregate.Event):
         via: str
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.return_parcel = {**case.return_parcel, "received_at": self.timestamp.isoformat(),
                                   "received_via": self.via}
             case._enter(CaseState.RECEIVED, self.timestamp)
 
-    class Inspected(Aggregate.Event):
+    class Inspected(RecordedAggregate.Event):
         result: str
         disposition: str
         member_id: str
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.inspection = {"result": self.result, "disposition": self.disposition,
@@ -606,12 +597,11 @@ class AfterSalesCase(Aggregate):
                                "at": self.timestamp.isoformat()}
             case._enter(CaseState.INSPECTED, self.timestamp)
 
-    class Resolved(Aggregate.Event):
+    class Resolved(RecordedAggregate.Event):
         outcome: str
         refund: dict[str, Any] | None
         shipment_id: str | None
         note: str | None
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.resolution = {"outcome": self.outcome, "refund": self.refund,
@@ -619,27 +609,24 @@ class AfterSalesCase(Aggregate):
             case.resolved_at = self.timestamp.isoformat()
             case._enter(CaseState.RESOLVED, self.timestamp)
 
-    class Withdrawn(Aggregate.Event):
+    class Withdrawn(RecordedAggregate.Event):
         member_id: str
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case._enter(CaseState.WITHDRAWN, self.timestamp)
 
-    class Closed(Aggregate.Event):
-        meta: dict[str, Any]
+    class Closed(RecordedAggregate.Event):
 
         def apply(self, case: Any) -> None:
             case._enter(CaseState.CLOSED, self.timestamp)
 
-    class MessagePosted(Aggregate.Event):
+    class MessagePosted(RecordedAggregate.Event):
         message_id: str
         member_id: str
         from_staff: bool
         first_response: bool
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             personal = self.personal or {}
@@ -652,27 +639,24 @@ class AfterSalesCase(Aggregate):
             if self.first_response:
                 case.first_response_at = self.timestamp.isoformat()
 
-    class SlaBreached(Aggregate.Event):
+    class SlaBreached(RecordedAggregate.Event):
         kind: str
         due: str
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.breaches[self.kind] = self.timestamp.isoformat()
 
-    class FollowUpScheduled(Aggregate.Event):
+    class FollowUpScheduled(RecordedAggregate.Event):
         scheduled_for: str
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.follow_up = {"scheduled_for": self.scheduled_for, "outcome": None,
                               "note": None, "recorded_at": None}
 
-    class FollowUpRecorded(Aggregate.Event):
+    class FollowUpRecorded(RecordedAggregate.Event):
         outcome: str
         member_id: str
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.follow_up = {**(case.follow_up or {"scheduled_for": None}),
@@ -680,14 +664,13 @@ class AfterSalesCase(Aggregate):
                               "note": (self.personal or {}).get("note"),
                               "recorded_at": self.timestamp.isoformat()}
 
-    class Rated(Aggregate.Event):
+    class Rated(RecordedAggregate.Event):
         attitude: int
         ability: int
         efficiency: int
         category: str
         member_id: str
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
         def apply(self, case: Any) -> None:
             case.rating = {"attitude": self.attitude, "ability": self.ability,

@@ -27,6 +27,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import ConcurrencyConflictError, ValidationError
 from domain.metadata import EventMetadata
 
@@ -141,7 +142,7 @@ def validate_batch(items: Sequence[Mapping[str, Any]], now: datetime) -> list[di
     return [validate_behaviour(item, i, now) for i, item in enumerate(items)]
 
 
-class BehaviourBatch(Aggregate):
+class BehaviourBatch(RecordedAggregate):
     """One batch of behaviour as one event. Its id derives from the sender's batch key, so
     a resent batch is recognised (the id exists) and recorded once."""
 
@@ -177,7 +178,6 @@ class BehaviourBatch(Aggregate):
         events: list[dict[str, Any]]
         personal: dict[str, Any] | None
         request_hash: str
-        meta: dict[str, Any]
 
     def __init__(self, member_id: str | None, session_id: str | None,
                  events: list[dict[str, Any]], personal: dict[str, Any] | None,
@@ -188,7 +188,7 @@ class BehaviourBatch(Aggregate):
         self.request_hash = request_hash
 
 
-class SessionLink(Aggregate):
+class SessionLink(RecordedAggregate):
     """An anonymous session, tied to the member who signed in during it: once, to one."""
 
     @classmethod
@@ -201,7 +201,6 @@ class SessionLink(Aggregate):
     class Linked(Aggregate.Created):
         session_id: str
         member_id: str
-        meta: dict[str, Any]
 
     def __init__(self, session_id: str, member_id: str, meta: dict[str, Any]) -> None:
         self.session_id = session_id
@@ -213,7 +212,7 @@ class SessionLink(Aggregate):
             raise ConcurrencyConflictError("this session already belongs to another member")
 
 
-class ProductReview(Aggregate):
+class ProductReview(RecordedAggregate):
     """A member's review of a purchased line: stars and, optionally, text (personal data).
 
     One per order line; writing again revises it. The loyalty engine awards review points
@@ -240,7 +239,6 @@ class ProductReview(Aggregate):
         brand: str | None
         stars: int
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
     def __init__(self, member_id: str, order_id: str, line_id: str, product_id: str | None,
                  category: str | None, brand: str | None, stars: int,
@@ -264,15 +262,15 @@ class ProductReview(Aggregate):
         personal = _review_text(text)
         if checked == self.stars and (personal or {}).get("text") == self.text:
             return False
-        self.trigger_event(self.Revised, timestamp=now, member_id=self.member_id,
-                           stars=checked, personal=personal, meta=meta.as_dict())
+        self._trigger(
+            self.Revised, now, meta, member_id=self.member_id, stars=checked, personal=personal,
+        )
         return True
 
-    class Revised(Aggregate.Event):
+    class Revised(RecordedAggregate.Event):
         member_id: str
         stars: int
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
 
         def apply(self, review: Any) -> None:
             review.stars = self.stars

@@ -32,6 +32,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.coupon import validate_terms
 from domain.errors import (
     ForbiddenError,
@@ -216,7 +217,7 @@ def require_issuer(meta: EventMetadata) -> None:
         raise ForbiddenError("only the campaign issuer or an admin issues campaign rewards")
 
 
-class Campaign(Aggregate):
+class Campaign(RecordedAggregate):
     @classmethod
     def launch(
         cls,
@@ -257,7 +258,6 @@ class Campaign(Aggregate):
         starts_at: str
         ends_at: str
         request_hash: str
-        meta: dict[str, Any]
 
     def __init__(self, name: str, segment_id: str, reward: dict[str, Any], budget: int,
                  starts_at: str, ends_at: str, request_hash: str,
@@ -322,7 +322,7 @@ class Campaign(Aggregate):
                 current_state=state.value, attempted="stop",
             )
         meta.require_reason()
-        self.trigger_event(self.Stopped, timestamp=now, meta=meta.as_dict())
+        self._trigger(self.Stopped, now, meta)
 
     def issue(self, member_ids: Iterable[Any], now: datetime, meta: EventMetadata) -> None:
         """Record that these members get the reward now (their coupons or credits are
@@ -350,23 +350,20 @@ class Campaign(Aggregate):
             raise LimitExceededError(
                 f"{len(chosen)} rewards would exceed the budget of {self.budget} "
                 f"({self.remaining} left)", "member_ids")
-        self.trigger_event(self.RewardsIssued, timestamp=now, member_ids=chosen,
-                           meta=meta.as_dict())
+        self._trigger(self.RewardsIssued, now, meta, member_ids=chosen)
 
     # -- events -----------------------------------------------------------------------------
 
-    class Stopped(Aggregate.Event):
-        meta: dict[str, Any]
+    class Stopped(RecordedAggregate.Event):
 
         def apply(self, campaign: Any) -> None:
             campaign.status = CampaignStatus.STOPPED.value
             campaign.stopped_at = self.timestamp.isoformat()
 
-    class RewardsIssued(Aggregate.Event):
+    class RewardsIssued(RecordedAggregate.Event):
         """These members were rewarded at this event's time (one coupon or credit each)."""
 
         member_ids: list[str]
-        meta: dict[str, Any]
 
         def apply(self, campaign: Any) -> None:
             at = self.timestamp.isoformat()

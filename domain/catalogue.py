@@ -31,6 +31,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import ValidationError
 from domain.metadata import MAX_REASON_LENGTH, EventMetadata
 from domain.segments import require_admin
@@ -201,7 +202,7 @@ def _stored(field: str, value: Any) -> Any:
     return value
 
 
-class CatalogueProduct(Aggregate):
+class CatalogueProduct(RecordedAggregate):
     """One product of the shop's catalogue, as admins described it over time."""
 
     @classmethod
@@ -231,7 +232,6 @@ class CatalogueProduct(Aggregate):
         consumable: bool
         available: bool
         availability_reason: str | None
-        meta: dict[str, Any]
 
     def __init__(self, product_id: str, name: str, category: str | None, brand: str | None,
                  price: int, currency: str, released_on: str | None, attributes: str,
@@ -271,8 +271,7 @@ class CatalogueProduct(Aggregate):
         changes = {field: _stored(field, product[field]) for field in REVISABLE
                    if getattr(self, field) != _stored(field, product[field])}
         if changes:
-            self.trigger_event(self.Revised, timestamp=now, product_id=self.product_id,
-                               changes=changes, meta=meta.as_dict())
+            self._trigger(self.Revised, now, meta, product_id=self.product_id, changes=changes)
         changed = list(changes)
         available = product["available"]
         if available is not None and self.set_availability(available, meta.reason, now, meta):
@@ -288,9 +287,10 @@ class CatalogueProduct(Aggregate):
         why = availability_reason(reason)
         if available == self.available:
             return False
-        self.trigger_event(self.AvailabilityChanged, timestamp=now,
-                           product_id=self.product_id, available=available, reason=why,
-                           meta=meta.as_dict())
+        self._trigger(
+            self.AvailabilityChanged, now, meta, product_id=self.product_id, available=available,
+            reason=why,
+        )
         return True
 
     # -- events -----------------------------------------------------------------------------
@@ -298,22 +298,20 @@ class CatalogueProduct(Aggregate):
     # Every event names the shop's product id, so readers keyed by it (the `products`
     # read model) need no lookup from aggregate id to product id.
 
-    class Revised(Aggregate.Event):
+    class Revised(RecordedAggregate.Event):
         """The fields that changed, with their new values (a release date as ISO text)."""
 
         product_id: str
         changes: dict[str, Any]
-        meta: dict[str, Any]
 
         def apply(self, product: Any) -> None:
             for field, value in self.changes.items():
                 setattr(product, field, value)
 
-    class AvailabilityChanged(Aggregate.Event):
+    class AvailabilityChanged(RecordedAggregate.Event):
         product_id: str
         available: bool
         reason: str | None
-        meta: dict[str, Any]
 
         def apply(self, product: Any) -> None:
             product.available = self.available

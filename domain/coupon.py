@@ -13,6 +13,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import InvalidTransitionError, LimitExceededError, ValidationError
 from domain.metadata import EventMetadata
 from domain.pricing import CouponTerms
@@ -72,7 +73,7 @@ def validate_window(valid_from: datetime, valid_until: datetime) -> None:
         raise ValidationError("a coupon is valid for at most ten years", "valid_until")
 
 
-class Coupon(Aggregate):
+class Coupon(RecordedAggregate):
     @classmethod
     def issue(
         cls,
@@ -109,7 +110,6 @@ class Coupon(Aggregate):
         valid_from: str
         valid_until: str
         ref: str | None
-        meta: dict[str, Any]
 
     def __init__(
         self, member_id: str, source: str, kind: str, value: int, min_spend: int,
@@ -146,43 +146,39 @@ class Coupon(Aggregate):
                 f"the coupon is valid from {self.valid_from} until {self.valid_until}",
                 "coupon_id",
             )
-        self.trigger_event(self.Reserved, timestamp=now, order_id=order_id, meta=meta.as_dict())
+        self._trigger(self.Reserved, now, meta, order_id=order_id)
 
     def release(self, order_id: str, now: datetime, meta: EventMetadata) -> None:
         """Give the coupon back when its order is cancelled, whether reserved or used."""
         if self.status != CouponStatus.AVAILABLE and self.order_id == order_id:
-            self.trigger_event(self.Released, timestamp=now, order_id=order_id,
-                               meta=meta.as_dict())
+            self._trigger(self.Released, now, meta, order_id=order_id)
 
     def use(self, order_id: str, now: datetime, meta: EventMetadata) -> None:
         if self.status == CouponStatus.RESERVED and self.order_id == order_id:
-            self.trigger_event(self.Used, timestamp=now, order_id=order_id, meta=meta.as_dict())
+            self._trigger(self.Used, now, meta, order_id=order_id)
 
-    class Reserved(Aggregate.Event):
+    class Reserved(RecordedAggregate.Event):
         order_id: str
-        meta: dict[str, Any]
 
         def apply(self, coupon: Any) -> None:
             coupon.status = CouponStatus.RESERVED.value
             coupon.order_id = self.order_id
 
-    class Released(Aggregate.Event):
+    class Released(RecordedAggregate.Event):
         order_id: str
-        meta: dict[str, Any]
 
         def apply(self, coupon: Any) -> None:
             coupon.status = CouponStatus.AVAILABLE.value
             coupon.order_id = None
 
-    class Used(Aggregate.Event):
+    class Used(RecordedAggregate.Event):
         order_id: str
-        meta: dict[str, Any]
 
         def apply(self, coupon: Any) -> None:
             coupon.status = CouponStatus.USED.value
 
 
-class Reward(Aggregate):
+class Reward(RecordedAggregate):
     """A catalogue entry: a coupon that costs points, with stock and a per-member limit."""
 
     @classmethod
@@ -227,7 +223,6 @@ class Reward(Aggregate):
         valid_until: str
         coupon: dict[str, Any]
         coupon_valid_days: int
-        meta: dict[str, Any]
 
     def __init__(
         self, name: str, description: str | None, cost_points: int, stock: int,
@@ -257,13 +252,11 @@ class Reward(Aggregate):
                 f"a member may redeem this reward at most {self.per_member_limit} time(s)",
                 "reward_id",
             )
-        self.trigger_event(self.Taken, timestamp=now, member_id=member_id, ref=redemption_ref,
-                           meta=meta.as_dict())
+        self._trigger(self.Taken, now, meta, member_id=member_id, ref=redemption_ref)
 
-    class Taken(Aggregate.Event):
+    class Taken(RecordedAggregate.Event):
         member_id: str
         ref: str
-        meta: dict[str, Any]
 
         def apply(self, reward: Any) -> None:
             reward.stock -= 1

@@ -43,6 +43,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import InvalidTransitionError, ReasonRequiredError, ValidationError
 from domain.metadata import EventMetadata
 from domain.recommendation.placement import Placement, Strategy
@@ -210,7 +211,7 @@ def assign_variant(experiment_id: str, member_id: str, variants: Sequence[Varian
 # -- the experiment ---------------------------------------------------------------------------
 
 
-class Experiment(Aggregate):
+class Experiment(RecordedAggregate):
     @classmethod
     def define(cls, experiment_id: UUID, name: Any, placement: Any, variants: Any,
                now: datetime, meta: EventMetadata, request_hash: str = "") -> Experiment:
@@ -232,7 +233,6 @@ class Experiment(Aggregate):
         placement: str
         variants: list[dict[str, Any]]
         request_hash: str
-        meta: dict[str, Any]
 
     def __init__(self, name: str, placement: str, variants: list[dict[str, Any]],
                  request_hash: str, meta: dict[str, Any]) -> None:
@@ -266,11 +266,10 @@ class Experiment(Aggregate):
         why = (reason or "").strip() or meta.reason
         if not why:
             raise ReasonRequiredError()
-        self.trigger_event(self.Stopped, timestamp=now, reason=why, meta=meta.as_dict())
+        self._trigger(self.Stopped, now, meta, reason=why)
 
-    class Stopped(Aggregate.Event):
+    class Stopped(RecordedAggregate.Event):
         reason: str
-        meta: dict[str, Any]
 
         def apply(self, experiment: Any) -> None:
             experiment.status = ExperimentStatus.STOPPED.value
@@ -278,7 +277,7 @@ class Experiment(Aggregate):
             experiment.stop_reason = self.reason
 
 
-class ExperimentSlot(Aggregate):
+class ExperimentSlot(RecordedAggregate):
     """A placement's right to run one experiment at a time, and who held it when.
 
     Changed in the unit of work of every define and stop, so concurrent defines on one
@@ -298,7 +297,6 @@ class ExperimentSlot(Aggregate):
 
     class Opened(Aggregate.Created):
         placement: str
-        meta: dict[str, Any]
 
     def __init__(self, placement: str, meta: dict[str, Any]) -> None:
         self.placement = placement
@@ -312,12 +310,10 @@ class ExperimentSlot(Aggregate):
                 f"the {self.placement} placement already runs experiment {self.running}; "
                 "stop it first", current_state="occupied", field="placement",
                 attempted="define")
-        self.trigger_event(self.Occupied, timestamp=now, experiment_id=str(experiment_id),
-                           meta=meta.as_dict())
+        self._trigger(self.Occupied, now, meta, experiment_id=str(experiment_id))
 
-    class Occupied(Aggregate.Event):
+    class Occupied(RecordedAggregate.Event):
         experiment_id: str
-        meta: dict[str, Any]
 
         def apply(self, slot: Any) -> None:
             slot.running = self.experiment_id
@@ -330,12 +326,10 @@ class ExperimentSlot(Aggregate):
                 f"experiment {experiment_id} does not run on the {self.placement} placement",
                 current_state="free" if self.running is None else "occupied",
                 attempted="stop")
-        self.trigger_event(self.Freed, timestamp=now, experiment_id=str(experiment_id),
-                           meta=meta.as_dict())
+        self._trigger(self.Freed, now, meta, experiment_id=str(experiment_id))
 
-    class Freed(Aggregate.Event):
+    class Freed(RecordedAggregate.Event):
         experiment_id: str
-        meta: dict[str, Any]
 
         def apply(self, slot: Any) -> None:
             slot.running = None
@@ -435,7 +429,7 @@ def stamp(items: list[dict[str, Any]], time_key: str, member_id: str,
     return stamped
 
 
-class FeedbackBatch(Aggregate):
+class FeedbackBatch(RecordedAggregate):
     """A batch of what a member was shown or clicked, as one event, recorded once (its id
     comes from the sender's batch key). Subclasses only name their event, so impressions
     and clicks stay distinct in the event store."""
@@ -450,7 +444,6 @@ class FeedbackBatch(Aggregate):
         member_id: str
         items: list[dict[str, Any]]
         request_hash: str
-        meta: dict[str, Any]
 
     def __init__(self, member_id: str, items: list[dict[str, Any]], request_hash: str,
                  meta: dict[str, Any]) -> None:

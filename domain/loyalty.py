@@ -21,6 +21,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import (
     IdempotencyConflictError,
     InsufficientPointsError,
@@ -106,7 +107,7 @@ def expiry_for(available_at: datetime, months: int) -> datetime:
     return add_months(start_of_month, months + 1)
 
 
-class LoyaltyAccount(Aggregate):
+class LoyaltyAccount(RecordedAggregate):
     """Points, debt and tier of one member."""
 
     @classmethod
@@ -121,7 +122,6 @@ class LoyaltyAccount(Aggregate):
 
     class Opened(Aggregate.Created):
         member_id: str
-        meta: dict[str, Any]
 
     def __init__(self, member_id: str, meta: dict[str, Any]) -> None:
         self.member_id = member_id
@@ -430,22 +430,17 @@ class LoyaltyAccount(Aggregate):
 
     # -- events -----------------------------------------------------------------------------
 
-    def _trigger(
-        self, event_class: type[Aggregate.Event], now: datetime, meta: EventMetadata, **kwargs: Any
-    ) -> None:
-        self.trigger_event(event_class, timestamp=now, meta=meta.as_dict(), **kwargs)
 
-    class SpendRecorded(Aggregate.Event):
+    class SpendRecorded(RecordedAggregate.Event):
         ref: str
         amount: int
-        meta: dict[str, Any]
         counted_at: str | None = None
 
         def apply(self, account: Any) -> None:
             at = self.counted_at or self.timestamp.isoformat()
             account.spend.append({"ref": self.ref, "amount": self.amount, "at": at})
 
-    class PointsEarned(Aggregate.Event):
+    class PointsEarned(RecordedAggregate.Event):
         lot_id: str
         source: str
         ref: str
@@ -453,7 +448,6 @@ class LoyaltyAccount(Aggregate):
         pending: bool
         expires_at: str | None
         settled_debt: int
-        meta: dict[str, Any]
         marker: str | None = None
         key: str | None = None
         request_hash: str = ""
@@ -493,19 +487,17 @@ class LoyaltyAccount(Aggregate):
             if self.key:
                 account.markers[self.key] = self.request_hash
 
-    class ReleaseScheduled(Aggregate.Event):
+    class ReleaseScheduled(RecordedAggregate.Event):
         lot_id: str
         release_at: str
-        meta: dict[str, Any]
 
         def apply(self, account: Any) -> None:
             account.lots[self.lot_id]["release_at"] = self.release_at
 
-    class PointsReleased(Aggregate.Event):
+    class PointsReleased(RecordedAggregate.Event):
         lot_id: str
         expires_at: str
         settled_debt: int
-        meta: dict[str, Any]
 
         def apply(self, account: Any) -> None:
             lot = account.lots[self.lot_id]
@@ -517,7 +509,7 @@ class LoyaltyAccount(Aggregate):
             if lot["remaining"] == 0:
                 lot["status"] = LotStatus.CONSUMED.value
 
-    class PointsDebited(Aggregate.Event):
+    class PointsDebited(RecordedAggregate.Event):
         kind: str
         ref: str
         points: int
@@ -525,7 +517,6 @@ class LoyaltyAccount(Aggregate):
         redemption: bool
         key: str | None
         request_hash: str
-        meta: dict[str, Any]
 
         def apply(self, account: Any) -> None:
             for allocation in self.allocations:
@@ -540,23 +531,21 @@ class LoyaltyAccount(Aggregate):
             if self.key:
                 account.markers[self.key] = self.request_hash
 
-    class PointsExpired(Aggregate.Event):
+    class PointsExpired(RecordedAggregate.Event):
         lot_id: str
         points: int
-        meta: dict[str, Any]
 
         def apply(self, account: Any) -> None:
             lot = account.lots[self.lot_id]
             lot["remaining"] -= self.points
             lot["status"] = LotStatus.EXPIRED.value
 
-    class PointsClawedBack(Aggregate.Event):
+    class PointsClawedBack(RecordedAggregate.Event):
         order_lot_id: str
         order_id: str
         points: int
         allocations: list[dict[str, Any]]
         debt_added: int
-        meta: dict[str, Any]
 
         def apply(self, account: Any) -> None:
             account.lots[self.order_lot_id]["clawed_back"] += self.points
@@ -570,12 +559,11 @@ class LoyaltyAccount(Aggregate):
                     ).value
             account.debt += self.debt_added
 
-    class TierChanged(Aggregate.Event):
+    class TierChanged(RecordedAggregate.Event):
         member_id: str
         tier: str
         reason: str
         maintenance_due: str | None
-        meta: dict[str, Any]
 
         def apply(self, account: Any) -> None:
             account.tier_history.append({
@@ -586,10 +574,9 @@ class LoyaltyAccount(Aggregate):
             account.tier_since = self.timestamp.isoformat()
             account.maintenance_due = self.maintenance_due
 
-    class TierMaintained(Aggregate.Event):
+    class TierMaintained(RecordedAggregate.Event):
         spend: int
         maintenance_due: str
-        meta: dict[str, Any]
 
         def apply(self, account: Any) -> None:
             account.maintenance_due = self.maintenance_due

@@ -21,6 +21,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from eventsourcing.domain import Aggregate, event
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import (
     ErasedError,
     InvalidTransitionError,
@@ -361,7 +362,7 @@ def normalise_tag(tag: Any) -> str:
     return tag.strip().lower()
 
 
-class Member(Aggregate):
+class Member(RecordedAggregate):
     """A shop member. Every change is an event that carries who made it and why."""
 
     @classmethod
@@ -427,12 +428,9 @@ class Member(Aggregate):
             raise ValidationError(f"{purpose_value} consent applies to channel 'all'", "channel")
         if not isinstance(granted, bool):
             raise ValidationError("granted must be true or false", "granted")
-        self.trigger_event(
-            self.ConsentChanged,
-            purpose=purpose_value,
-            channel=channel_value,
+        self._trigger(
+            self.ConsentChanged, None, meta, purpose=purpose_value, channel=channel_value,
             granted=granted,
-            meta=meta.as_dict(),
         )
 
     def tag(self, tag: Any, meta: EventMetadata) -> None:
@@ -443,7 +441,7 @@ class Member(Aggregate):
             raise InvalidTransitionError(
                 f"member is already tagged {name!r}", current_state="tagged", field="tag"
             )
-        self.trigger_event(self.Tagged, tag=name, meta=meta.as_dict())
+        self._trigger(self.Tagged, None, meta, tag=name)
 
     def untag(self, tag: Any, meta: EventMetadata) -> None:
         self._require_not_erased()
@@ -521,13 +519,12 @@ class Member(Aggregate):
         if personal is not None and self.personal is not None:
             self.personal.update(personal)
 
-    class ConsentChanged(Aggregate.Event):
+    class ConsentChanged(RecordedAggregate.Event):
         """Explicit class because the consent record needs the event's own timestamp."""
 
         purpose: str
         channel: str
         granted: bool
-        meta: dict[str, Any]
 
         @property
         def key(self) -> str:
@@ -548,9 +545,8 @@ class Member(Aggregate):
             assert isinstance(aggregate, Member)
             aggregate.consents[self.key] = self.record()
 
-    class Tagged(Aggregate.Event):
+    class Tagged(RecordedAggregate.Event):
         tag: str
-        meta: dict[str, Any]
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Member)

@@ -14,6 +14,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.aggregate import RecordedAggregate
 from domain.catalogue import CatalogueProduct, product_id_value
 from domain.errors import (
     ForbiddenError,
@@ -240,7 +241,7 @@ def price_lines(
     return lines
 
 
-class Order(Aggregate):
+class Order(RecordedAggregate):
     @classmethod
     def place(
         cls,
@@ -277,7 +278,6 @@ class Order(Aggregate):
         tier: str
         coupon_id: str | None
         request_hash: str
-        meta: dict[str, Any]
 
     @event(Placed)
     def __init__(
@@ -391,14 +391,8 @@ class Order(Aggregate):
                 f"payment must equal the amount due ({self.total} {self.currency})", "amount"
             )
         self._trigger(
-            self.Paid,
-            now,
-            payment_id=payment_id,
-            method=method_value,
-            amount=amount,
-            provider_reference=provider_reference,
-            request_hash=request_hash,
-            meta=meta.as_dict(),
+            self.Paid, now, meta, payment_id=payment_id, method=method_value, amount=amount,
+            provider_reference=provider_reference, request_hash=request_hash,
         )
         return True
 
@@ -437,9 +431,8 @@ class Order(Aggregate):
                 "recorded by staff", "method",
             )
         self._trigger(
-            self.PaymentRequested, now, reference=reference, provider=provider,
+            self.PaymentRequested, now, meta, reference=reference, provider=provider,
             method=method_value, amount=self.total, request_hash=request_hash,
-            meta=meta.as_dict(),
         )
         return True
 
@@ -477,17 +470,16 @@ class Order(Aggregate):
         if not reason:
             raise ValidationError("a failed payment needs a reason", "reason")
         self._trigger(
-            self.PaymentFailed,
-            now,
-            method=method_value, amount=amount, provider_reference=provider_reference,
-            reason=reason, attempt_id=attempt_id, request_hash=request_hash, meta=meta.as_dict(),
+            self.PaymentFailed, now, meta, method=method_value, amount=amount,
+            provider_reference=provider_reference, reason=reason, attempt_id=attempt_id,
+            request_hash=request_hash,
         )
         return True
 
     def flag_for_review(self, rule: str, detail: str, now: datetime, meta: EventMetadata) -> bool:
         if rule in self.flags:
             return False
-        self._trigger(self.FlaggedForReview, now, rule=rule, detail=detail, meta=meta.as_dict())
+        self._trigger(self.FlaggedForReview, now, meta, rule=rule, detail=detail)
         return True
 
     def cancel(self, reason: Any, note: str | None, now: datetime, meta: EventMetadata) -> None:
@@ -507,8 +499,9 @@ class Order(Aggregate):
                                   "reason") from None
         if meta.actor_role.is_staff:
             meta.require_reason()
-        self._trigger(self.Cancelled, now, reason=reason_value,
-                      note=(note or "").strip()[:500] or None, meta=meta.as_dict())
+        self._trigger(
+            self.Cancelled, now, meta, reason=reason_value, note=(note or "").strip()[:500] or None,
+        )
 
     def refund(
         self,
@@ -579,7 +572,7 @@ class Order(Aggregate):
             "amount": amount,
             "request_hash": request_hash,
         }
-        self._trigger(self.Refunded, now, **record, meta=meta.as_dict())
+        self._trigger(self.Refunded, now, meta, **record)
         return record
 
     # -- shipping ---------------------------------------------------------------------------
@@ -609,8 +602,10 @@ class Order(Aggregate):
                 raise NotFoundError(f"order has no shipment {replaces}", "shipment_id")
             covered = [{"line_id": i["line_id"], "quantity": i["quantity"]}
                        for i in original["items"]]
-            self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
-                          replaces=replaces, order_state=None, meta=meta.as_dict())
+            self._trigger(
+                self.ShipmentAllocated, now, meta, shipment_id=shipment_id, items=covered,
+                replaces=replaces, order_state=None,
+            )
             return covered
         self._require("ship", OrderState.PAID, OrderState.PARTIALLY_SHIPPED)
         if not items:
@@ -631,8 +626,10 @@ class Order(Aggregate):
         covered = [{"line_id": k, "quantity": v} for k, v in wanted.items()]
         # A label is not a shipment: the order ships when a carrier picks a parcel up
         # (shipment_dispatched), so the state stays as it is here.
-        self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
-                      replaces=None, order_state=None, meta=meta.as_dict())
+        self._trigger(
+            self.ShipmentAllocated, now, meta, shipment_id=shipment_id, items=covered,
+            replaces=None, order_state=None,
+        )
         return covered
 
     def shipment_dispatched(self, shipment_id: str, now: datetime, meta: EventMetadata) -> bool:
@@ -642,9 +639,10 @@ class Order(Aggregate):
         if shipment is None or shipment.get("dispatched", True):
             # Parcels labelled before dispatch was tracked counted as shipped at once.
             return False
-        self._trigger(self.ShipmentDispatched, now, shipment_id=shipment_id,
-                      order_state=self._state_after_dispatch(shipment_id).value,
-                      meta=meta.as_dict())
+        self._trigger(
+            self.ShipmentDispatched, now, meta, shipment_id=shipment_id,
+            order_state=self._state_after_dispatch(shipment_id).value,
+        )
         return True
 
     def _state_after_dispatch(self, shipment_id: str) -> OrderState:
@@ -663,12 +661,12 @@ class Order(Aggregate):
         shipment = self.shipments.get(shipment_id)
         if shipment is None or shipment["received"]:
             return False
-        self._trigger(self.ShipmentReceived, now, shipment_id=shipment_id, meta=meta.as_dict())
+        self._trigger(self.ShipmentReceived, now, meta, shipment_id=shipment_id)
         everything_left = all(self.shippable(line["line_id"]) == 0 for line in self.lines)
         outstanding = [s for s in self._order_parcels()
                        if not s["replaced"] and not s["received"]]
         if everything_left and not outstanding and self.state == OrderState.SHIPPED:
-            self._trigger(self.Delivered, now, meta=meta.as_dict())
+            self._trigger(self.Delivered, now, meta)
             return True
         return False
 
@@ -715,15 +713,16 @@ class Order(Aggregate):
                     "refunded or claimed by another open case",
                     "lines",
                 )
-        self._trigger(self.CaseClaimed, now, case_id=case_id,
-                      lines=[{"line_id": i["line_id"], "quantity": i["quantity"]}
+        self._trigger(
+            self.CaseClaimed, now, meta, case_id=case_id,
+            lines=[{"line_id": i["line_id"], "quantity": i["quantity"]}
                              for i in lines],
-                      meta=meta.as_dict())
+        )
 
     def release_case_claim(self, case_id: str, now: datetime, meta: EventMetadata) -> bool:
         if case_id not in self.open_case_claims:
             return False
-        self._trigger(self.CaseClaimReleased, now, case_id=case_id, meta=meta.as_dict())
+        self._trigger(self.CaseClaimReleased, now, meta, case_id=case_id)
         return True
 
     def allocate_case_shipment(self, shipment_id: str, case_id: str,
@@ -735,31 +734,30 @@ class Order(Aggregate):
         if known is not None:
             return list(known["items"])
         covered = [{"line_id": i["line_id"], "quantity": i["quantity"]} for i in items]
-        self._trigger(self.ShipmentAllocated, now, shipment_id=shipment_id, items=covered,
-                      replaces=None, order_state=None, case_id=case_id, meta=meta.as_dict())
+        self._trigger(
+            self.ShipmentAllocated, now, meta, shipment_id=shipment_id, items=covered,
+            replaces=None, order_state=None, case_id=case_id,
+        )
         return covered
 
-    class CaseClaimed(Aggregate.Event):
+    class CaseClaimed(RecordedAggregate.Event):
         case_id: str
         lines: list[dict[str, Any]]
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.case_claims = {**order.open_case_claims, self.case_id: self.lines}
 
-    class CaseClaimReleased(Aggregate.Event):
+    class CaseClaimReleased(RecordedAggregate.Event):
         case_id: str
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.case_claims = {k: v for k, v in order.open_case_claims.items()
                                  if k != self.case_id}
 
-    class ShipmentAllocated(Aggregate.Event):
+    class ShipmentAllocated(RecordedAggregate.Event):
         shipment_id: str
         items: list[dict[str, Any]]
         replaces: str | None
-        meta: dict[str, Any]
         # The order's state after this parcel (None for a reship: the state stays), carried
         # on the event so read models need not recount every allocation.
         order_state: str | None = None
@@ -778,20 +776,18 @@ class Order(Aggregate):
             if self.order_state is not None:
                 order._enter(OrderState(self.order_state), self.timestamp)
 
-    class ShipmentDispatched(Aggregate.Event):
+    class ShipmentDispatched(RecordedAggregate.Event):
         shipment_id: str
         # The order's state after it: SHIPPED, or PARTIALLY_SHIPPED while lines wait.
         order_state: str
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.shipments[self.shipment_id]["dispatched"] = True
             if self.order_state != order.state:
                 order._enter(OrderState(self.order_state), self.timestamp)
 
-    class ShipmentReceived(Aggregate.Event):
+    class ShipmentReceived(RecordedAggregate.Event):
         shipment_id: str
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.shipments[self.shipment_id]["received"] = True
@@ -799,7 +795,7 @@ class Order(Aggregate):
     def mark_delivered(self, now: datetime, meta: EventMetadata) -> None:
         self._require("deliver", OrderState.PAID, OrderState.PARTIALLY_SHIPPED,
                       OrderState.SHIPPED)
-        self._trigger(self.Delivered, now, meta=meta.as_dict())
+        self._trigger(self.Delivered, now, meta)
 
     def return_window_closes(self, days: int) -> datetime | None:
         if self.delivered_at is None:
@@ -817,24 +813,20 @@ class Order(Aggregate):
                 current_state=self.state,
                 attempted="complete",
             )
-        self._trigger(self.Completed, now, meta=meta.as_dict())
+        self._trigger(self.Completed, now, meta)
 
     # -- events -----------------------------------------------------------------------------
 
-    def _trigger(self, event_class: type[Aggregate.Event], now: datetime, **kwargs: Any) -> None:
-        """Events carry business time from the caller's clock, so tests can move it."""
-        self.trigger_event(event_class, timestamp=now, **kwargs)
 
     def _enter(self, state: OrderState, at: datetime) -> None:
         self.state = state.value
 
-    class Paid(Aggregate.Event):
+    class Paid(RecordedAggregate.Event):
         payment_id: str
         method: str
         amount: int
         provider_reference: str | None
         request_hash: str
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.payments[self.payment_id] = {
@@ -845,13 +837,12 @@ class Order(Aggregate):
             order.paid_amount += self.amount
             order._enter(OrderState.PAID, self.timestamp)
 
-    class PaymentRequested(Aggregate.Event):
+    class PaymentRequested(RecordedAggregate.Event):
         reference: str
         provider: str
         method: str
         amount: int
         request_hash: str
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.payment_attempts = {**order.attempts, self.reference: {
@@ -860,12 +851,11 @@ class Order(Aggregate):
                 "request_hash": self.request_hash, "at": self.timestamp.isoformat(),
             }}
 
-    class PaymentFailed(Aggregate.Event):
+    class PaymentFailed(RecordedAggregate.Event):
         method: str
         amount: int
         provider_reference: str | None
         reason: str
-        meta: dict[str, Any]
         attempt_id: str = ""
         request_hash: str = ""
 
@@ -874,18 +864,16 @@ class Order(Aggregate):
             if self.attempt_id:
                 order.failed_attempts[self.attempt_id] = self.request_hash
 
-    class FlaggedForReview(Aggregate.Event):
+    class FlaggedForReview(RecordedAggregate.Event):
         rule: str
         detail: str
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.flags[self.rule] = self.detail
 
-    class Cancelled(Aggregate.Event):
+    class Cancelled(RecordedAggregate.Event):
         reason: str
         note: str | None
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.cancellation = {"reason": self.reason, "note": self.note,
@@ -893,12 +881,11 @@ class Order(Aggregate):
             order._enter(OrderState.CANCELLED, self.timestamp)
 
 
-    class Refunded(Aggregate.Event):
+    class Refunded(RecordedAggregate.Event):
         refund_id: str
         lines: list[dict[str, Any]]
         amount: int
         request_hash: str
-        meta: dict[str, Any]
 
         def apply(self, order: Any) -> None:
             order.refunds[self.refund_id] = {
@@ -910,16 +897,14 @@ class Order(Aggregate):
             order.refunded_amount += self.amount
 
 
-    class Delivered(Aggregate.Event):
-        meta: dict[str, Any]
+    class Delivered(RecordedAggregate.Event):
 
         def apply(self, order: Any) -> None:
             order.delivered_at = self.timestamp.isoformat()
             order._enter(OrderState.DELIVERED, self.timestamp)
 
 
-    class Completed(Aggregate.Event):
-        meta: dict[str, Any]
+    class Completed(RecordedAggregate.Event):
 
         def apply(self, order: Any) -> None:
             order._enter(OrderState.COMPLETED, self.timestamp)

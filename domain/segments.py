@@ -21,6 +21,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import ForbiddenError, InvalidTransitionError, ValidationError
 from domain.metadata import EventMetadata, Role
 from domain.profile import MemberProfile
@@ -64,7 +65,7 @@ def require_admin(meta: EventMetadata, attempted: str) -> None:
         raise ForbiddenError(f"only admins may {attempted}")
 
 
-class Segment(Aggregate):
+class Segment(RecordedAggregate):
     @classmethod
     def define(cls, segment_id: UUID, name: Any, description: Any, rule_text: Any,
                now: datetime, meta: EventMetadata) -> Segment:
@@ -82,7 +83,6 @@ class Segment(Aggregate):
         name: str
         description: str | None
         rule: str
-        meta: dict[str, Any]
 
     def __init__(self, name: str, description: str | None, rule: str,
                  meta: dict[str, Any]) -> None:
@@ -125,35 +125,34 @@ class Segment(Aggregate):
         if not changed:
             return False
         meta.require_reason()
-        self.trigger_event(self.Updated, timestamp=now, name=new_name,
-                           description=new_description, rule=new_rule, changed=changed,
-                           meta=meta.as_dict())
+        self._trigger(
+            self.Updated, now, meta, name=new_name, description=new_description, rule=new_rule,
+            changed=changed,
+        )
         return True
 
     def archive(self, now: datetime, meta: EventMetadata) -> None:
         require_admin(meta, "archive segments")
         self._require_active("archive")
         meta.require_reason()
-        self.trigger_event(self.Archived, timestamp=now, meta=meta.as_dict())
+        self._trigger(self.Archived, now, meta)
 
     # -- events -----------------------------------------------------------------------------
 
-    class Updated(Aggregate.Event):
+    class Updated(RecordedAggregate.Event):
         """The segment as it now is, and which of name, description and rule changed."""
 
         name: str
         description: str | None
         rule: str
         changed: list[str]
-        meta: dict[str, Any]
 
         def apply(self, segment: Any) -> None:
             segment.name = self.name
             segment.description = self.description
             segment.rule = self.rule
 
-    class Archived(Aggregate.Event):
-        meta: dict[str, Any]
+    class Archived(RecordedAggregate.Event):
 
         def apply(self, segment: Any) -> None:
             segment.state = SegmentState.ARCHIVED.value
@@ -168,7 +167,7 @@ def review_slot(now: datetime, interval_minutes: int) -> datetime:
     return epoch + timedelta(seconds=elapsed - elapsed % seconds)
 
 
-class SegmentReview(Aggregate):
+class SegmentReview(RecordedAggregate):
     """A moment at which every member is evaluated against every active segment.
 
     Membership follows a member's own events as they are projected, but some facts change
@@ -193,7 +192,6 @@ class SegmentReview(Aggregate):
     class Held(Aggregate.Created):
         slot: str
         interval_minutes: int
-        meta: dict[str, Any]
 
     def __init__(self, slot: str, interval_minutes: int, meta: dict[str, Any]) -> None:
         self.slot = slot

@@ -15,6 +15,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from domain.aggregate import RecordedAggregate
 from domain.errors import (
     ForbiddenError,
     IdempotencyConflictError,
@@ -182,7 +183,7 @@ def check_speed(speed: Any, tier_allows_expedited: bool, meta: EventMetadata) ->
     return str(value)
 
 
-class Shipment(Aggregate):
+class Shipment(RecordedAggregate):
     @classmethod
     def create(
         cls,
@@ -235,7 +236,6 @@ class Shipment(Aggregate):
         carrier: str
         tracking_number: str
         replaces: str | None
-        meta: dict[str, Any]
         direction: str = Direction.OUTBOUND.value
         # The after-sales case that sends this parcel, or that it is the return parcel of.
         case_id: str | None = None
@@ -452,17 +452,13 @@ class Shipment(Aggregate):
 
     # -- events -----------------------------------------------------------------------------
 
-    def _trigger(self, event_class: type[Aggregate.Event], now: datetime, meta: EventMetadata,
-                 **kwargs: Any) -> None:
-        self.trigger_event(event_class, timestamp=now, meta=meta.as_dict(), **kwargs)
 
-    class DeliveryOptionsChanged(Aggregate.Event):
+    class DeliveryOptionsChanged(RecordedAggregate.Event):
         member_id: str
         method: str
         pickup_point: str | None
         window: dict[str, str] | None
         personal: dict[str, Any] | None
-        meta: dict[str, Any]
         # The speed chosen and the promise it makes (None: unchanged; older events).
         speed: str | None = None
         promised_by: str | None = None
@@ -478,14 +474,13 @@ class Shipment(Aggregate):
             if self.personal is not None:
                 shipment.personal = {**(shipment.personal or {}), **self.personal}
 
-    class TrackingRecorded(Aggregate.Event):
+    class TrackingRecorded(RecordedAggregate.Event):
         update_id: str
         status: str
         occurred_at: str
         location: str | None
         note: str | None
         eta: str | None
-        meta: dict[str, Any]
 
         def apply(self, shipment: Any) -> None:
             entry = {"update_id": self.update_id, "status": self.status,
@@ -502,20 +497,18 @@ class Shipment(Aggregate):
             if self.status in FINAL:
                 shipment.open_exceptions = {}
 
-    class ExceptionDetected(Aggregate.Event):
+    class ExceptionDetected(RecordedAggregate.Event):
         kind: str
         detail: str
-        meta: dict[str, Any]
 
         def apply(self, shipment: Any) -> None:
             shipment.open_exceptions[self.kind] = self.detail
 
-    class ExceptionResolved(Aggregate.Event):
+    class ExceptionResolved(RecordedAggregate.Event):
         resolution: str
         pickup_point: str | None
         window: dict[str, str] | None
         promised_by: str
-        meta: dict[str, Any]
 
         def apply(self, shipment: Any) -> None:
             shipment.open_exceptions = {}
@@ -529,36 +522,32 @@ class Shipment(Aggregate):
                 shipment.method = DeliveryMethod.SCHEDULED.value
                 shipment.window = self.window
 
-    class Reshipped(Aggregate.Event):
+    class Reshipped(RecordedAggregate.Event):
         replacement_id: str
-        meta: dict[str, Any]
 
         def apply(self, shipment: Any) -> None:
             shipment.reshipped_as = self.replacement_id
 
-    class Rated(Aggregate.Event):
+    class Rated(RecordedAggregate.Event):
         speed: int
         courier_attitude: int
         packaging_condition: int
         comment: str | None
-        meta: dict[str, Any]
 
         def apply(self, shipment: Any) -> None:
             shipment.rating = {"speed": self.speed, "courier_attitude": self.courier_attitude,
                                "packaging_condition": self.packaging_condition,
                                "comment": self.comment, "at": self.timestamp.isoformat()}
 
-    class ComplaintFiled(Aggregate.Event):
+    class ComplaintFiled(RecordedAggregate.Event):
         text: str
-        meta: dict[str, Any]
 
         def apply(self, shipment: Any) -> None:
             shipment.complaint = {"text": self.text, "filed_at": self.timestamp.isoformat(),
                                   "answer": None, "answered_at": None}
 
-    class ComplaintAnswered(Aggregate.Event):
+    class ComplaintAnswered(RecordedAggregate.Event):
         text: str
-        meta: dict[str, Any]
 
         def apply(self, shipment: Any) -> None:
             shipment.complaint = {**shipment.complaint, "answer": self.text,
