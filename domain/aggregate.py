@@ -21,7 +21,12 @@ from domain.metadata import EventMetadata
 
 
 class RecordedAggregate(Aggregate):
-    """An aggregate whose events all carry the request's metadata as `meta`."""
+    """An aggregate whose events all carry the request's metadata as `meta`.
+
+    Creation events are declared on `Aggregate.Created` and still get `meta`: the library
+    redefines every event class nested in an aggregate as a subclass of that aggregate's
+    `Event`, which derives from this one.
+    """
 
     class Event(Aggregate.Event):
         meta: dict[str, Any]
