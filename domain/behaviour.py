@@ -88,7 +88,7 @@ def validate_behaviour(item: Mapping[str, Any], index: int, now: datetime) -> di
     if not isinstance(item, Mapping):
         raise ValidationError(f"events[{index}] must be an object", f"events.{index}")
     try:
-        kind = BehaviourKind(item.get("kind"))
+        kind = BehaviourKind(item.get("kind", ""))
     except ValueError:
         allowed = ", ".join(k.value for k in BehaviourKind)
         raise ValidationError(f"events[{index}].kind must be one of: {allowed}",

@@ -117,7 +117,7 @@ class Coupon(RecordedAggregate):
     ) -> None:
         self.member_id = member_id
         self.source = source
-        self.terms = {"kind": kind, "value": value, "min_spend": min_spend}
+        self.terms: dict[str, Any] = {"kind": kind, "value": value, "min_spend": min_spend}
         self.valid_from = valid_from
         self.valid_until = valid_until
         self.ref = ref

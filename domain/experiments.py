@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, TypeGuard
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -102,7 +102,7 @@ class Variant:
                    model_version=int(version) if version is not None else None)
 
 
-def _whole(value: Any) -> bool:
+def _whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -123,7 +123,7 @@ def validate_variant(value: Any, index: int) -> Variant:
         raise ValidationError(f"variants[{index}].share must be a whole percent from 1 to "
                               f"{TOTAL_SHARE}", f"{prefix}.share")
     try:
-        strategy = Strategy(value.get("strategy"))
+        strategy = Strategy(value.get("strategy", ""))
     except ValueError:
         allowed = ", ".join(s.value for s in Strategy)
         raise ValidationError(f"variants[{index}].strategy must be one of: {allowed}",

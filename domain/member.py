@@ -163,7 +163,7 @@ def _enum_value(enum: type[Enum], value: Any, field: str) -> str:
     try:
         return str(enum(value).value)
     except ValueError:
-        allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
+        allowed = ", ".join(str(m.value) for m in enum)
         raise ValidationError(
             f"unknown {field} {value!r}; expected one of: {allowed}", field
         ) from None
@@ -379,7 +379,11 @@ class Member(RecordedAggregate):
         return cls._create(cls.Registered, personal=personal, profile=profile,
                            meta=meta.as_dict(), timestamp=now)
 
-    @event("Registered")
+    class Registered(Aggregate.Created):
+        personal: dict[str, Any] | None
+        profile: dict[str, Any]
+
+    @event(Registered)
     def __init__(
         self, personal: dict[str, Any] | None, profile: dict[str, Any], meta: dict[str, Any]
     ) -> None:

@@ -107,8 +107,8 @@ def validate_lines(lines: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             item[key] = value.strip()[:200]
         for key in ("category", "brand"):
             value = line.get(key)
-            present = isinstance(value, str) and bool(value.strip())
-            item[key] = value.strip().lower()[:64] if present else None
+            text = value.strip() if isinstance(value, str) else ""
+            item[key] = text.lower()[:64] or None
         cleaned.append(item)
     return cleaned
 
@@ -522,6 +522,7 @@ class Order(RecordedAggregate):
                     "this idempotency key was already used for a different refund"
                 )
             return None
+        allowed: tuple[OrderState, ...]
         if self.state == OrderState.CANCELLED.value and self.paid_amount:
             allowed = (OrderState.CANCELLED,)
         else:

@@ -78,6 +78,14 @@ def aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _purchased_at(activity: Mapping[str, Any]) -> datetime:
+    """The last purchase of a member who has bought something (so it is never missing)."""
+    moment = aware(activity["last_purchase_at"])
+    if moment is None:
+        raise ValueError("a buyer's activity has no last purchase time")
+    return moment
+
+
 
 class PriceBand(StrEnum):
     BUDGET = "budget"
@@ -245,7 +253,7 @@ def interest_scores(rows: list[dict[str, Any]], now: datetime,
     return result
 
 
-def price_band(activity: dict[str, Any], rules: ProfileRules
+def price_band(activity: Mapping[str, Any], rules: ProfileRules
                ) -> tuple[str | None, int | None, str | None]:
     """(band, average price, basis): what was paid per line, else what was viewed."""
     if activity["bought_lines"]:
@@ -319,7 +327,7 @@ def shopper_type(purchases: int, behaviour: BehaviourCounts, band: str | None,
                      "known", facts)
 
 
-def _tags(profile: dict[str, Any], activity: dict[str, Any], now: datetime,
+def _tags(profile: dict[str, Any], activity: Mapping[str, Any], now: datetime,
           rules: ProfileRules) -> tuple[Explained, ...]:
     """Every tag whose rule holds, in a fixed order, with the facts that made it hold."""
     tags: list[Explained] = []
@@ -379,7 +387,7 @@ def _tags(profile: dict[str, Any], activity: dict[str, Any], now: datetime,
     return tuple(tags)
 
 
-def _channels(activity: dict[str, Any]) -> tuple[ChannelActivity, ...]:
+def _channels(activity: Mapping[str, Any]) -> tuple[ChannelActivity, ...]:
     behaviour = activity["behaviour_channels"] or {}
     orders = activity["order_channels"] or {}
     reviews = activity["review_channels"] or {}
@@ -407,7 +415,7 @@ class RfmBase:
     def of(cls, buyers: Iterable[Mapping[str, Any]]) -> RfmBase:
         rows = [row for row in buyers if row["purchases"]]
         return cls(
-            tuple(sorted(aware(row["last_purchase_at"]) for row in rows)),  # type: ignore[type-var]
+            tuple(sorted(_purchased_at(row) for row in rows)),
             tuple(sorted(int(row["purchases"]) for row in rows)),
             tuple(sorted(int(row["purchase_total"]) for row in rows)),
         )
@@ -417,8 +425,7 @@ class RfmBase:
             return None
         base = len(self.purchases)
         return RfmScores(
-            quintile(bisect_right(self.last_purchases, aware(activity["last_purchase_at"])),
-                     base),
+            quintile(bisect_right(self.last_purchases, _purchased_at(activity)), base),
             quintile(bisect_right(self.purchases, int(activity["purchases"])), base),
             quintile(bisect_right(self.totals, int(activity["purchase_total"])), base),
             base,

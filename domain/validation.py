@@ -137,7 +137,7 @@ def enum_value(enum: type[StrEnum], value: Any, field: str) -> str:
     try:
         return str(enum(value).value)
     except ValueError:
-        allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
+        allowed = ", ".join(str(m.value) for m in enum)
         raise ValidationError(f"{field} must be one of: {allowed}", field) from None
 
 

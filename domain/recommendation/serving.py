@@ -342,7 +342,11 @@ def _capped(trained: TrainedRecommender, ranked: list[Pick], request: ListReques
     """Each item once; the diversity cap on the top 10, then the rest in rank order. When
     the cap cannot fill ten places, the list stops there rather than break it."""
     seen: set[str] = set()
-    unique = [pick for pick in ranked if not (pick.item in seen or seen.add(pick.item))]
+    unique: list[Pick] = []
+    for pick in ranked:
+        if pick.item not in seen:
+            seen.add(pick.item)
+            unique.append(pick)
     if request.max_per_category is None:
         return unique[:request.first]
     top = _diversified(trained, unique, request.max_per_category)
