@@ -424,11 +424,12 @@ class Shipment(RecordedAggregate):
         if self.rating is not None:
             raise InvalidTransitionError("this shipment has already been rated",
                                          current_state="rated", attempted="rate")
+        text = _text(comment, "comment", 1000)
         self._trigger(
             self.Rated, now, meta, speed=rating_value(speed, "speed"),
             courier_attitude=rating_value(courier_attitude, "courier_attitude"),
             packaging_condition=rating_value(packaging_condition, "packaging_condition"),
-            comment=_text(comment, "comment", 1000),
+            member_id=self.member_id, personal={"comment": text} if text else None,
         )
 
     def file_complaint(self, text: str, now: datetime, meta: EventMetadata) -> None:
@@ -438,7 +439,8 @@ class Shipment(RecordedAggregate):
         if self.complaint is not None:
             raise InvalidTransitionError("a complaint is already open for this shipment",
                                          current_state="complained", attempted="complain")
-        self._trigger(self.ComplaintFiled, now, meta, text=body)
+        self._trigger(self.ComplaintFiled, now, meta, member_id=self.member_id,
+                      personal={"text": body})
 
     def answer_complaint(self, text: str, now: datetime, meta: EventMetadata) -> None:
         body = _text(text, "text", 2000)
@@ -529,21 +531,41 @@ class Shipment(RecordedAggregate):
             shipment.reshipped_as = self.replacement_id
 
     class Rated(RecordedAggregate.Event):
+        """The member's comment is their personal data: it travels in `personal`, under
+        their key (`member_id`), and reads as None once they are erased. `comment` is only
+        set on events recorded before that, which kept it in clear."""
+
         speed: int
         courier_attitude: int
         packaging_condition: int
-        comment: str | None
+        comment: str | None = None
+        member_id: str | None = None
+        personal: dict[str, Any] | None = None
+
+        @property
+        def comment_text(self) -> str | None:
+            return (self.personal or {}).get("comment") or self.comment
 
         def apply(self, shipment: Any) -> None:
+            # The aggregate keeps no text, so a snapshot never holds it outside the key.
             shipment.rating = {"speed": self.speed, "courier_attitude": self.courier_attitude,
                                "packaging_condition": self.packaging_condition,
-                               "comment": self.comment, "at": self.timestamp.isoformat()}
+                               "at": self.timestamp.isoformat()}
 
     class ComplaintFiled(RecordedAggregate.Event):
-        text: str
+        """The complaint's text is the member's personal data, as a rating's comment is;
+        `text` is only set on events recorded before it moved into `personal`."""
+
+        text: str | None = None
+        member_id: str | None = None
+        personal: dict[str, Any] | None = None
+
+        @property
+        def complaint_text(self) -> str | None:
+            return (self.personal or {}).get("text") or self.text
 
         def apply(self, shipment: Any) -> None:
-            shipment.complaint = {"text": self.text, "filed_at": self.timestamp.isoformat(),
+            shipment.complaint = {"filed_at": self.timestamp.isoformat(),
                                   "answer": None, "answered_at": None}
 
     class ComplaintAnswered(RecordedAggregate.Event):

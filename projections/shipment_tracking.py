@@ -7,7 +7,11 @@ event. Everything comes from the event and the row earlier events built, never t
 clock, so a rebuild from position zero reproduces the table exactly.
 
 Personal data (address, printed name, gift message: the events' `personal`) is never read
-here; packaging keeps only its public part (gift wrap, eco).
+here; packaging keeps only its public part (gift wrap, eco). The two texts a member writes
+about a parcel, a rating's comment and a complaint, are kept because staff read them in
+lists; they come from the events' decrypted `personal` (None once the member is erased, so
+a rebuild after erasure never brings them back), and `Member.Erased` blanks them in the
+member's rows.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from domain.member import Member
 from domain.shipment import (
     FINAL,
     RECEIVED,
@@ -59,6 +64,7 @@ class ShipmentTrackingProjection(Projection):
             Shipment.Rated: self.on_rated,
             Shipment.ComplaintFiled: self.on_complaint_filed,
             Shipment.ComplaintAnswered: self.on_complaint_answered,
+            Member.Erased: self.on_member_erased,
         }
 
     # -- helpers ----------------------------------------------------------------------------
@@ -210,14 +216,14 @@ class ShipmentTrackingProjection(Projection):
             "speed": event.speed,
             "courier_attitude": event.courier_attitude,
             "packaging_condition": event.packaging_condition,
-            "comment": event.comment,
+            "comment": event.comment_text,
             "at": iso(event.timestamp),
         }
         self._save(conn, event, position, rating=rating, rated=True)
 
     def on_complaint_filed(self, conn: Connection, event: Any, position: int) -> None:
         complaint = {
-            "text": event.text,
+            "text": event.complaint_text,
             "filed_at": iso(event.timestamp),
             "answer": None,
             "answered_at": None,
@@ -239,3 +245,21 @@ class ShipmentTrackingProjection(Projection):
             "response_seconds": waited.total_seconds(),
         }
         self._save(conn, event, position, complaint=complaint)
+
+    def on_member_erased(self, conn: Connection, event: Any, position: int) -> None:
+        """Blank what the member wrote about their parcels; the rest of each row (times,
+        statuses, stars) is not personal and stays for the service figures."""
+        rows = conn.execute(
+            select(shipment_tracking.c.shipment_id, shipment_tracking.c.rating,
+                   shipment_tracking.c.complaint)
+            .where(shipment_tracking.c.member_id == str(event.originator_id))
+        ).all()
+        for shipment_id, rating, complaint in rows:
+            if not (rating or {}).get("comment") and not (complaint or {}).get("text"):
+                continue
+            conn.execute(
+                update(shipment_tracking)
+                .where(shipment_tracking.c.shipment_id == shipment_id)
+                .values(rating={**rating, "comment": None} if rating else None,
+                        complaint={**complaint, "text": None} if complaint else None)
+            )

@@ -21,6 +21,7 @@ from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.metadata import Role
 from tests.graphql import data, gql, token_for
+from tests.test_behaviour_tracking import stored_states
 from tests.test_orders_api import (
     ADMIN,
     AGENT,
@@ -902,3 +903,44 @@ async def test_members_choose_the_speeds_their_tier_allows_and_staff_override_wi
     staff = ok(await mutate(client, CHANGE, {**expedite, "reason": "late-order apology"},
                             AGENT))["shipment"]
     assert staff["speed"] == "EXPEDITED"
+
+
+async def test_what_a_member_wrote_about_a_parcel_is_erased_with_them(
+    client: httpx.AsyncClient, live_runtime: Runtime, clock: AdjustableClock
+) -> None:
+    ann = await shopper(client)
+    parcel = await ship(client, await paid(client, ann))
+    await deliver_parcel(client, parcel, clock.now() - timedelta(minutes=30))
+    ok(await mutate(client, RATE, {
+        "shipmentId": parcel["id"], "speed": 2, "courierAttitude": 1, "packagingCondition": 3,
+        "comment": "Courier shouted at my neighbour Mrs Wong"}, ann.token))
+    ok(await mutate(client, COMPLAIN, {
+        "shipmentId": parcel["id"], "text": "Left at 12 Harbour Road, door open"}, ann.token))
+    ok(await mutate(client, ANSWER, {
+        "shipmentId": parcel["id"], "text": "We are sorry."}, AGENT))
+    # Stored under the member's key, never in clear.
+    stored = stored_states(live_runtime)
+    assert b"Mrs Wong" not in stored and b"Harbour Road" not in stored
+    seen = await read_shipment(client, parcel["id"])
+    assert seen is not None
+    assert seen["rating"]["comment"] == "Courier shouted at my neighbour Mrs Wong"
+    assert seen["complaint"]["text"] == "Left at 12 Harbour Road, door open"
+
+    erased = await gql(client, """mutation($id: ID!) { eraseMember(input: {memberId: $id,
+        reason: "GDPR request"}) { userErrors { code } } }""", {"id": ann.id}, token=ADMIN)
+    assert erased["data"]["eraseMember"]["userErrors"] == []
+
+    async def after_erasure() -> dict[str, Any]:
+        found = await read_shipment(client, parcel["id"],
+                                    headers={"X-Patron-Min-Position": str(head(live_runtime))})
+        assert found is not None
+        return found
+
+    for shipment in (await after_erasure(),
+                     # A rebuild from the immutable events cannot bring the texts back.
+                     (live_runtime.runner.rebuild("shipment_tracking"), await after_erasure())[1]):
+        assert shipment["rating"]["comment"] is None
+        assert shipment["complaint"]["text"] is None
+        # What is not personal stays for the service figures.
+        assert (shipment["rating"]["speed"], shipment["rating"]["courierAttitude"]) == (2, 1)
+        assert shipment["complaint"]["answer"] == "We are sorry."

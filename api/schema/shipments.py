@@ -181,7 +181,9 @@ class DeliveryRating:
 
 @strawberry.type
 class DeliveryComplaint:
-    text: str
+    text: str | None = strawberry.field(
+        description="What the member wrote: null once the member is erased."
+    )
     filed_at: dt.datetime
     answer: str | None
     answered_at: dt.datetime | None
@@ -368,7 +370,7 @@ class ShipmentNode(relay.Node):
         seconds = c.get("response_seconds")
         staff_view = context(info).principal.role in READERS
         return DeliveryComplaint(
-            text=c["text"], filed_at=_required_at(c["filed_at"]), answer=c.get("answer"),
+            text=c.get("text"), filed_at=_required_at(c["filed_at"]), answer=c.get("answer"),
             answered_at=_at(c.get("answered_at")),
             answered_by=c.get("answered_by") if staff_view else None,
             response_time_seconds=int(seconds) if seconds is not None else None,
