@@ -114,9 +114,11 @@ def _require_migrated(database: DatabaseConfig) -> None:
 @click.option("--log-level", default="INFO", envvar="PATRON_LOG_LEVEL", show_default=True)
 def main(log_level: str) -> None:
     """Patron: a member-centric e-commerce backend (GraphQL over an event-sourced core)."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from projections.redaction import RedactingFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

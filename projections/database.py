@@ -104,6 +104,8 @@ class DatabaseConfig:
         return url.set(drivername="postgresql+asyncpg")
 
     def create_sync_engine(self, **kwargs: Any) -> Engine:
+        # Statement parameters are events' and members' data: never in an error's text.
+        kwargs.setdefault("hide_parameters", True)
         if self.is_sqlite:
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(
@@ -114,6 +116,7 @@ class DatabaseConfig:
         return create_engine(self.sync_url(), pool_pre_ping=True, **kwargs)
 
     def create_async_engine(self, **kwargs: Any) -> AsyncEngine:
+        kwargs.setdefault("hide_parameters", True)
         if self.is_sqlite:
             engine = create_async_engine(
                 self.async_url(), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs

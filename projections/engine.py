@@ -41,6 +41,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from eventsourcing.utils import get_topic
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
+from projections.redaction import describe
 from projections.tables import projection_skips, projection_tracking
 
 log = logging.getLogger("patron.projections")
@@ -311,7 +312,7 @@ class ReadModelRunner:
                 update(projection_tracking)
                 .where(projection_tracking.c.name == name)
                 .values(
-                    last_error=f"at position {position}: {type(error).__name__}: {error}"[:2000],
+                    last_error=f"at position {position}: {describe(error)}"[:2000],
                     last_error_at=datetime.now(UTC),
                 )
             )
@@ -324,12 +325,11 @@ class ReadModelRunner:
         self._failing[failure.name] = _Failing(
             attempts, failure.position, time.monotonic() + delay
         )
-        # The error's type only: its message may quote an event's (personal) data; the
-        # full text goes to the tracking row, which only operators read.
+        # Never the error's message: it may quote an event's (personal) data.
         log.error(
             "projection %s failed at position %s (attempt %s, %s); others carry on, "
             "retrying it in %.0fs",
-            failure.name, failure.position, attempts, type(failure.error).__name__, delay,
+            failure.name, failure.position, attempts, describe(failure.error), delay,
         )
         try:
             self._record_error(failure.name, failure.position, failure.error)

@@ -192,8 +192,8 @@ async def test_a_failing_read_model_stops_only_itself(
             break
         await asyncio.sleep(0.1)
     assert steps[0].startswith(f"projection coupons failed at position {coupon_event} "
-                               "(attempt 1, RuntimeError)")
-    assert "(attempt 2, RuntimeError)" in steps[1]
+                               "(attempt 1, RuntimeError at tests/test_spine.py:")
+    assert "(attempt 2, RuntimeError at " in steps[1]
     assert all("Ann" not in step for step in steps)  # ids and positions, no personal data
 
 
