@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import Mapper, StoredEvent
@@ -28,10 +30,16 @@ from domain.validation import refuse_unstorable
 from projections.tables import member_data_keys
 
 PERSONAL = "personal"
-# Set on a decoded event whose personal part could not be decrypted because the member's
-# key is destroyed (the leading underscore keeps it out of every event's data).
-ERASED_MARK = "_personal_erased"
+# Set on a decoded event whose personal part could not be read, to why: ERASED (the
+# member's key is destroyed) or TAMPERED (the key is there but the ciphertext fails its
+# authentication: the stored bytes were changed). The leading underscore keeps it out of
+# every event's data.
+LOST_MARK = "_personal_lost"
+ERASED = "erased"
+TAMPERED = "tampered"
 TOKEN_FORMAT = "aesgcm-v1"
+
+log = logging.getLogger("patron.personal_data")
 
 
 class DataKeyStore:
@@ -142,9 +150,23 @@ class PersonalDataCipher:
         key = self.keys.key_for_decryption(member_id)
         if key is None:
             return None
-        raw = base64.b64decode(token["data"])
-        plaintext = AESGCM(key).decrypt(raw[:12], raw[12:], member_id.encode())
-        return dict(json.loads(plaintext))
+        try:
+            raw = base64.b64decode(token["data"], validate=True)
+            plaintext = AESGCM(key).decrypt(raw[:12], raw[12:], member_id.encode())
+            return dict(json.loads(plaintext))
+        except (InvalidTag, ValueError, TypeError) as error:
+            # Authenticated encryption: any change to the stored bytes (or a token moved
+            # from another member's event) fails here. Reported, never a crash: the rest
+            # of the event, and the aggregate, stay usable.
+            raise TamperedError(member_id) from error
+
+
+class TamperedError(Exception):
+    """A personal part whose ciphertext does not authenticate under its member's key."""
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(f"personal data of member {member_id} does not authenticate")
+        self.member_id = member_id
 
 
 def refuse_unstorable_event(state: dict[str, Any]) -> None:
@@ -199,17 +221,31 @@ class PersonalDataMapper(Mapper[Any]):
             inner = state["state"]
             if inner.get(PERSONAL) is not None:
                 owner = str(inner.get("member_id") or stored_event.originator_id)
-                inner[PERSONAL] = self.personal_data.decrypt(owner, inner[PERSONAL])
+                inner[PERSONAL], _ = self._decrypt(owner, inner[PERSONAL], stored_event)
         elif state.get(PERSONAL) is not None:
             owner = str(state.get("member_id") or stored_event.originator_id)
-            state[PERSONAL] = self.personal_data.decrypt(owner, state[PERSONAL])
-            if state[PERSONAL] is None:
-                # It held personal data whose key is destroyed: say so, so that an auditor
-                # can tell an erased part from an event that never had one.
-                state[ERASED_MARK] = True
+            state[PERSONAL], lost = self._decrypt(owner, state[PERSONAL], stored_event)
+            if lost:
+                # Say why, so that an auditor can tell an erased part from a tampered one
+                # and from an event that never had one.
+                state[LOST_MARK] = lost
         return domain_event
 
+    def _decrypt(
+        self, owner: str, token: Any, stored_event: StoredEvent
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The personal part, or None and why it could not be read."""
+        try:
+            personal = self.personal_data.decrypt(owner, token)
+        except TamperedError:
+            log.error("personal data of event %s v%s (member %s) does not authenticate: "
+                      "the stored event was changed", stored_event.originator_id,
+                      stored_event.originator_version, owner)
+            return None, TAMPERED
+        return personal, (ERASED if personal is None else None)
 
-def personal_part_erased(event: Any) -> bool:
-    """Whether an event held personal data that erasure has made unreadable."""
-    return bool(vars(event).get(ERASED_MARK))
+
+def lost_personal_part(event: Any) -> str | None:
+    """Why an event's personal part could not be read (ERASED or TAMPERED), or None."""
+    lost = vars(event).get(LOST_MARK)
+    return str(lost) if lost else None

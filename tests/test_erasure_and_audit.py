@@ -253,3 +253,33 @@ async def test_one_failing_alias_of_member_as_of_leaves_the_others_answering(
     codes = {e["path"][0]: (e["extensions"]["code"], e["extensions"]["field"])
              for e in body["errors"]}
     assert codes == {"before": ("NOT_FOUND", "at"), "missing": ("NOT_FOUND", "version")}
+
+
+async def test_a_changed_byte_of_personal_data_is_reported_as_tampered_never_internal(
+    client: httpx.AsyncClient, live_runtime: Runtime
+) -> None:
+    member_id, _ = await _member_with_history(client)
+    table = live_runtime.app.recorder.events_table_name  # type: ignore[attr-defined]
+    with live_runtime.sync_engine.begin() as conn:
+        old = bytes(conn.execute(text(
+            f"SELECT state FROM {table} WHERE originator_version = 1 "
+            "AND topic = 'domain.member:Member.Registered'")).scalar_one())
+        start = old.index(b'"data":"') + len(b'"data":"') + 30
+        flipped = b"A" if old[start:start + 1] != b"A" else b"B"
+        new = old[:start] + flipped + old[start + 1:]
+        conn.execute(text(f"UPDATE {table} SET state = :new WHERE state = :old"),
+                     {"new": new, "old": old})
+
+    history = data(await gql(client, HISTORY, {"id": member_id}, token=AUDITOR_WITH_PII))
+    registered, preferences, _ = (e["node"] for e in history["memberHistory"]["edges"])
+    assert (registered["personalData"], registered["data"]["personal"]) == ("tampered", None)
+    assert registered["data"]["profile"]  # the rest of the event still reads
+    assert preferences["personalData"] == "visible"
+    as_of = await gql(client, AS_OF, {"id": member_id, "version": 1}, token=AUDITOR_WITH_PII)
+    assert "errors" not in as_of, as_of
+    assert as_of["data"]["memberAsOf"]["name"] is None
+    # Commands that do not need that event's personal data still work.
+    tagged = await gql(client, """mutation($id: ID!) { tagMember(input: {memberId: $id,
+        tag: "checked", reason: "audit"}) { userErrors { code message } } }""",
+        {"id": member_id}, token=ADMIN)
+    assert tagged["data"]["tagMember"]["userErrors"] == []

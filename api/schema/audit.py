@@ -14,7 +14,7 @@ import strawberry
 from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 
-from api.personal_data import ERASED_MARK, personal_part_erased
+from api.personal_data import LOST_MARK, lost_personal_part
 from api.readmodels import decode_cursor, encode_cursor
 from api.schema.common import ApiError, Connection, context, make_connection, page_size
 from api.schema.members import MemberNode, decode_member_id
@@ -41,7 +41,8 @@ class AuditEvent:
     request_id: str | None
     reason: str | None
     personal_data: str = strawberry.field(
-        description="'visible', 'masked' (viewer may not see it), 'erased' or 'none'."
+        description="'visible', 'masked' (viewer may not see it), 'erased' (the member's "
+        "key is destroyed), 'tampered' (the stored bytes were changed) or 'none'."
     )
     data: JSON
 
@@ -54,12 +55,12 @@ def audit_event(event: Any, show_personal: bool) -> AuditEvent:
     state = dict(vars(event))
     meta = state.pop("meta", {}) or {}
     for key in ("originator_id", "originator_version", "timestamp", "originator_topic",
-                ERASED_MARK):
+                LOST_MARK):
         state.pop(key, None)
     personal_state = "none"
     if "personal" in state:
         if state["personal"] is None:
-            personal_state = "erased" if personal_part_erased(event) else "none"
+            personal_state = lost_personal_part(event) or "none"
         elif show_personal:
             personal_state = "visible"
         else:
