@@ -23,6 +23,7 @@ from projections.commerce_tables import (
     rewards,
     tier_history,
 )
+from projections.tables import projection_tracking
 
 Row = dict[str, Any]
 
@@ -245,3 +246,74 @@ async def list_rewards(engine: AsyncEngine, active_at: datetime | None) -> list[
             & (rewards.c.stock > 0)
         )
     return await fetch_rows(engine, query.order_by(rewards.c.cost_points, rewards.c.name))
+
+
+# -- points liability ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiabilityBucket:
+    """Points in one slice of the book; `value` is at the redemption rate (minor units)."""
+
+    available: int
+    pending: int
+    debt: int
+    members: int
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    expires_at: datetime | None  # None: lots that never expire
+    points: int
+
+
+@dataclass(frozen=True)
+class PointsLiability:
+    """What the shop owes its members in points, as of the loyalty read model's position.
+
+    `total` is the sum of `by_tier`; `by_expiry` splits the available points by the instant
+    their lots expire (pending points have no expiry until their return window closes).
+    """
+
+    position: int
+    total: LiabilityBucket
+    by_tier: dict[str, LiabilityBucket]
+    by_expiry: list[ExpiringPoints]
+
+
+async def points_liability(engine: AsyncEngine) -> PointsLiability:
+    """Sums over the accounts (per tier) and the available lots (per expiry instant): two
+    grouped queries, whatever the number of members."""
+    accounts = select(
+        loyalty_accounts.c.tier, func.count(),
+        func.coalesce(func.sum(loyalty_accounts.c.available), 0),
+        func.coalesce(func.sum(loyalty_accounts.c.pending), 0),
+        func.coalesce(func.sum(loyalty_accounts.c.debt), 0),
+    ).group_by(loyalty_accounts.c.tier)
+    expiring = (
+        select(loyalty_lots.c.expires_at, func.sum(loyalty_lots.c.remaining))
+        .where((loyalty_lots.c.status == "available") & (loyalty_lots.c.remaining > 0))
+        .group_by(loyalty_lots.c.expires_at)
+        .order_by(loyalty_lots.c.expires_at)
+    )
+    async with engine.connect() as conn:
+        tiers = (await conn.execute(accounts)).all()
+        lots = (await conn.execute(expiring)).all()
+        position = (await conn.execute(
+            select(projection_tracking.c.position)
+            .where(projection_tracking.c.name == "loyalty"))).scalar()
+    by_tier = {
+        str(tier): LiabilityBucket(available=int(available), pending=int(pending),
+                                   debt=int(debt), members=int(count))
+        for tier, count, available, pending, debt in tiers
+    }
+    total = LiabilityBucket(
+        available=sum(b.available for b in by_tier.values()),
+        pending=sum(b.pending for b in by_tier.values()),
+        debt=sum(b.debt for b in by_tier.values()),
+        members=sum(b.members for b in by_tier.values()),
+    )
+    return PointsLiability(
+        position=int(position or 0), total=total, by_tier=by_tier,
+        by_expiry=[ExpiringPoints(expires_at=at, points=int(points)) for at, points in lots],
+    )

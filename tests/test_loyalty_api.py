@@ -8,16 +8,21 @@ scheduler's tick). Amounts are minor units of CNY; the defaults of the rules app
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
+from sqlalchemy import text
 
+from api.cli import main
 from api.commerce_readmodels import expiring_window
 from api.runtime import Runtime
 from domain.clock import AdjustableClock
 from domain.loyalty_rules import LoyaltyRules
+from tests.conftest import TEST_SECRET
 from tests.graphql import data, gql, order_lines
 from tests.test_orders_api import (
     ADMIN,
@@ -713,3 +718,58 @@ async def test_refunds_give_back_the_points_that_paid_and_free_the_redemption_li
         "points": 50_000, "idempotencyKey": "after-refund"}, ann.token)
     assert again["userErrors"] == []
     assert again["order"]["pricing"]["pointsUsed"] == 50_000
+
+
+LIABILITY = """{ pointsLiability { position
+    total { members available pending debt availableValue { amount currency }
+            pendingValue { amount } }
+    byTier { tier points { members available pending debt } }
+    byExpiry { expiresAt month points value { amount } } } }"""
+
+
+async def test_points_liability_reconciles_with_the_ledger_by_tier_and_expiry(
+    client: httpx.AsyncClient, live_runtime: Runtime, database_url: str
+) -> None:
+    ann = await shopper(client)
+    bob = await shopper(client, "Bob Ma")
+    await adjust(client, ann, 5_000)
+    await adjust(client, bob, 300)
+    await pay(client, ann, await place(client, ann, [line("sofa", 1, 80_000)]))  # pending
+    await adjust(client, bob, -100, reason="duplicate credit")
+    head_now = {"X-Patron-Min-Position": str(head(live_runtime))}
+
+    for token in (ann.token, AGENT):
+        body = await gql(client, LIABILITY, token=token, headers=head_now)
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    book = data(await gql(client, LIABILITY, token=AUDITOR, headers=head_now))["pointsLiability"]
+    assert book == data(await gql(client, LIABILITY, token=ADMIN,
+                                  headers=head_now))["pointsLiability"]
+    total = book["total"]
+
+    # Every point in the book is a movement in some member's ledger, and the other way round.
+    with live_runtime.sync_engine.connect() as conn:
+        buckets = dict(conn.execute(text(
+            "SELECT bucket, SUM(points) FROM loyalty_ledger GROUP BY bucket")).all())
+    assert total["available"] == buckets["available"] == 5_000 + 300 - 100
+    assert total["pending"] == buckets["pending"] > 0
+    assert total["debt"] == -buckets.get("debt", 0) == 0
+    assert total["availableValue"] == {"amount": 5_200, "currency": "CNY"}  # 100 points a yuan
+    assert total["members"] == 2 and book["position"] >= head(live_runtime)
+    assert [t["tier"] for t in book["byTier"]] == ["REGULAR"]
+    assert book["byTier"][0]["points"] == {k: total[k] for k in (
+        "members", "available", "pending", "debt")}
+    # Available points by when they expire: the end of the twelfth month after today.
+    assert sum(e["points"] for e in book["byExpiry"]) == total["available"]
+    (expiry,) = book["byExpiry"]
+    assert at(expiry["expiresAt"]) == end_of_twelfth_month_after(datetime.now(UTC))
+    assert expiry["month"] == (at(expiry["expiresAt"]) - timedelta(days=1)).strftime("%Y-%m")
+
+    # The command line gives the same figures.
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["loyalty", "liability",
+                                                                "--json"], env={
+        "PATRON_DATABASE_URL": database_url, "PATRON_SECRET_KEY": TEST_SECRET})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["total"]["available"], report["total"]["pending"],
+            report["total"]["available_value"]) == (total["available"], total["pending"], 5_200)
+    assert report["by_tier"]["regular"]["members"] == 2

@@ -12,7 +12,9 @@ from typing import Any
 import strawberry
 from strawberry import relay
 
+from api import commerce_readmodels
 from api.commerce_readmodels import (
+    LiabilityBucket,
     expiring_points,
     expiring_window,
     get_account,
@@ -544,6 +546,79 @@ async def run_and_settle(
     return result, errors
 
 
+# -- points liability ----------------------------------------------------------------------
+
+
+@strawberry.type(description="Points in one slice of the book, and what they are worth.")
+class LiabilitySlice:
+    members: int = strawberry.field(description="Loyalty accounts in this slice.")
+    available: Long = strawberry.field(  # type: ignore[valid-type]
+        description="Points members can spend now.")
+    pending: Long = strawberry.field(  # type: ignore[valid-type]
+        description="Points earned on orders still inside their return window.")
+    debt: Long = strawberry.field(  # type: ignore[valid-type]
+        description="Points members owe (clawed back after they were spent).")
+    available_value: Money = strawberry.field(
+        description="The available points at the redemption rate.")
+    pending_value: Money = strawberry.field(
+        description="The pending points at the redemption rate, should they vest.")
+
+
+@strawberry.type(description="A slice of the book for one tier.")
+class TierLiability:
+    tier: Tier
+    points: LiabilitySlice
+
+
+@strawberry.type(description="Available points that expire at one instant.")
+class ExpiryLiability:
+    expires_at: dt.datetime | None = strawberry.field(
+        description="When they expire (the first instant they cannot be used); null: never.")
+    month: str | None = strawberry.field(
+        description="The last month they can be used, YYYY-MM.")
+    points: Long  # type: ignore[valid-type]
+    value: Money
+
+
+@strawberry.type(description="What the shop owes its members in points.")
+class PointsLiability:
+    position: Long = strawberry.field(  # type: ignore[valid-type]
+        description="The event position the figures include (the loyalty read model's).")
+    total: LiabilitySlice
+    by_tier: list[TierLiability]
+    by_expiry: list[ExpiryLiability] = strawberry.field(
+        description="The available points by when they expire, soonest first.")
+
+
+def _liability_slice(bucket: LiabilityBucket, rules: rules_model.LoyaltyRules) -> LiabilitySlice:
+    return LiabilitySlice(
+        members=bucket.members, available=bucket.available, pending=bucket.pending,
+        debt=bucket.debt,
+        available_value=money(rules.points_value(bucket.available), rules.currency),
+        pending_value=money(rules.points_value(bucket.pending), rules.currency),
+    )
+
+
+def points_liability_view(
+    book: commerce_readmodels.PointsLiability, rules: rules_model.LoyaltyRules
+) -> PointsLiability:
+    def last_month(at: dt.datetime | None) -> str | None:
+        return None if at is None else (at - dt.timedelta(microseconds=1)).strftime("%Y-%m")
+
+    tiers = [t for t in rules_model.Tier if t.value in book.by_tier]
+    return PointsLiability(
+        position=book.position,
+        total=_liability_slice(book.total, rules),
+        by_tier=[TierLiability(tier=tier, points=_liability_slice(book.by_tier[tier.value],
+                                                                  rules))
+                 for tier in tiers],
+        by_expiry=[ExpiryLiability(expires_at=e.expires_at, month=last_month(e.expires_at),
+                                   points=e.points,
+                                   value=money(rules.points_value(e.points), rules.currency))
+                   for e in book.by_expiry],
+    )
+
+
 # -- operations -----------------------------------------------------------------------------
 
 
@@ -574,6 +649,18 @@ class LoyaltyQueries:
     @strawberry.field(description="The loyalty, pricing and order rules in force.")
     def loyalty_rules(self, info: strawberry.Info) -> LoyaltyRules:
         return LoyaltyRules.of(context(info).runtime.rules)
+
+    @strawberry.field(description="Admins and auditors: the points the shop owes its "
+                      "members, by tier and by expiry, with their value at the redemption "
+                      "rate.")
+    async def points_liability(self, info: strawberry.Info) -> PointsLiability:
+        ctx = context(info)
+        try:
+            ctx.principal.require_role(Role.ADMIN, Role.AUDITOR)
+        except DomainError as error:
+            raise ApiError.from_domain(error) from None
+        book = await commerce_readmodels.points_liability(ctx.runtime.async_engine)
+        return points_liability_view(book, ctx.runtime.rules)
 
 
 @strawberry.type
