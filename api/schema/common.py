@@ -14,7 +14,7 @@ from typing import Any, Generic, NewType, TypeVar
 import strawberry
 from graphql import GraphQLError
 from starlette.concurrency import run_in_threadpool
-from strawberry.relay import GlobalID
+from strawberry.relay import GlobalID, to_base64
 
 from api.auth import Principal, principal_from_authorization
 from api.consistency import ProjectionLagError
@@ -294,3 +294,9 @@ def readable(principal: Principal, rows: dict[str, dict[str, Any]],
     """Rows for `node(id)`, in the order asked: None for one missing or not the asker's."""
     return [rows[i] if i in rows and principal.can_read_member(rows[i]["member_id"]) else None
             for i in ids]
+
+
+def history_id(type_name: str, key: str) -> strawberry.ID:
+    """The id `history` and `asOf` take for an aggregate that is no Relay node (a loyalty
+    account, a recommender model): its type and key, encoded as a global id is."""
+    return strawberry.ID(to_base64(type_name, key))

@@ -34,6 +34,7 @@ from api.schema.common import (
     Tier,
     UserError,
     context,
+    history_id,
     make_connection,
     page_size,
     readable,
@@ -203,6 +204,10 @@ class TierChange:
 class LoyaltyAccount:
     member_id: strawberry.ID
     row: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field(description="Auditors: pass to `history(id:)` or `asOf(id:)`.")
+    def history_id(self) -> strawberry.ID:
+        return history_id("LoyaltyAccount", str(self.row["member_id"]))
 
     @strawberry.field
     def tier(self) -> Tier:

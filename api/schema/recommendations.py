@@ -19,7 +19,14 @@ from strawberry.scalars import JSON
 
 from api.recommendations import ServedList, check_request
 from api.recommender import TrainingReport
-from api.schema.common import ApiError, EventPosition, UserError, context, run_command
+from api.schema.common import (
+    ApiError,
+    EventPosition,
+    UserError,
+    context,
+    history_id,
+    run_command,
+)
 from domain.errors import DomainError, ErrorCode
 from domain.metadata import Role
 from domain.recommendation.placement import Placement, Strategy
@@ -123,6 +130,11 @@ class RecommenderModel:
         "fewer than 20 members)."))
     activated_at: dt.datetime | None
     activated_by: str | None
+
+    @strawberry.field(description="Auditors: pass to `history(id:)` for this version's "
+                      "training, activation and retirement.")
+    def history_id(self) -> strawberry.ID:
+        return history_id("RecommenderModel", str(self.version))
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> RecommenderModel:
