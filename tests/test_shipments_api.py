@@ -242,11 +242,11 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
     assert (no_address["code"], no_address["field"]) == ("VALIDATION", "address")
     no_point = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "method": "PICKUP_POINT"}, AGENT))
-    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPoint")
+    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPointId")
     unknown_point = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "method": "PICKUP_POINT",
         "pickupPointId": "PP-XX-99"}, AGENT))
-    assert (unknown_point["code"], unknown_point["field"]) == ("VALIDATION", "pickupPoint")
+    assert (unknown_point["code"], unknown_point["field"]) == ("VALIDATION", "pickupPointId")
     assert head(live_runtime) == before
 
     # Omitting the items ships everything left: the other tent and the mug.
@@ -336,7 +336,7 @@ async def test_delivery_options_change_until_the_carrier_has_the_parcel(
     unknown = error_of(await mutate(client, CHANGE, {
         "shipmentId": parcel["id"], "method": "PICKUP_POINT", "pickupPointId": "nowhere",
     }, ann.token))
-    assert (unknown["code"], unknown["field"]) == ("VALIDATION", "pickupPoint")
+    assert (unknown["code"], unknown["field"]) == ("VALIDATION", "pickupPointId")
     not_theirs = error_of(await mutate(client, CHANGE, {
         "shipmentId": parcel["id"], "method": "PICKUP_POINT", "pickupPointId": "PP-HZ-01",
     }, bob.token))
