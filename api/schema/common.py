@@ -291,13 +291,17 @@ async def followed_id(
     field: str,
 ) -> str:
     """The id of what a subscription follows, if `principal` may: its member, staff or
-    auditors. Read from the event store, not a read model: a just-created one is there."""
+    auditors. Read from the event store, not a read model: a just-created one is there.
+
+    `field` is the argument's domain name (`order_id`): whatever fails here is about it,
+    and the error names it as the client wrote it (`orderId`)."""
     try:
         resource_id = decode()
         resource = await run_in_threadpool(load, resource_id)
         if not principal.can_read_member(resource.member_id):
             raise ForbiddenError(f"you may only follow your own {what}", field)
     except DomainError as error:
+        error.field = error.field or field
         raise ApiError.from_domain(error) from None
     return str(resource_id)
 
