@@ -228,7 +228,7 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
     too_many = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "items": [{"lineId": "L1", "quantity": 2}],
     }, AGENT))
-    assert (too_many["code"], too_many["field"]) == ("VALIDATION", "items")
+    assert (too_many["code"], too_many["field"]) == ("VALIDATION", "items.0.quantity")
     assert "only 1 left" in too_many["message"]
     nothing = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "items": []}, AGENT))
@@ -236,7 +236,7 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
     zero = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "items": [{"lineId": "L2", "quantity": 0}],
     }, AGENT))
-    assert zero["code"] == "VALIDATION"
+    assert (zero["code"], zero["field"]) == ("VALIDATION", "items.0.quantity")
     no_address = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "address": None}, AGENT))
     assert (no_address["code"], no_address["field"]) == ("VALIDATION", "address")
