@@ -20,6 +20,11 @@ becomes a `UserError` (`api.schema.common.run_mutation`), and not in the domain:
   part of it, the client's spelling replaces it (`packaging.printed_name must be…` reads
   `packaging.printedName must be…`). Plain words are left alone ("choose a pickup point").
 
+What the domain knows outside a command's arguments has a path of its own: the reason
+staff give is the command's metadata, `meta.reason`, read from the input's `reason` unless
+its `domain_paths` say otherwise (`note`, `on_behalf_reason`), so it never mixes with a
+field the command itself calls `reason` (a case's or a cancellation's).
+
 Paths use dots and list indexes: `items.0.quantity`, `packaging.printedName`, `shipment`
 (the whole object missing). `input_path_exists` walks the schema's input types to tell
 whether a path names something the client can write; the tests hold every userError the
@@ -37,6 +42,7 @@ from graphql import (
     GraphQLSchema,
     get_nullable_type,
 )
+from strawberry.utils.str_converters import to_camel_case
 
 # Where the edge reads what the domain names outside a command's arguments: the reason
 # staff give is the command's metadata (`meta.reason`), read from the input's `reason`
@@ -48,11 +54,9 @@ _INDEX = re.compile(r"^\d+$")
 
 
 def _converter(convert: Callable[[str], str] | None) -> Callable[[str], str]:
-    if convert is not None:
-        return convert
-    from strawberry.utils.str_converters import to_camel_case
-
-    return to_camel_case
+    """The converter given, else strawberry's default (`auto_camel_case`), for the edges
+    without a schema at hand (a query's or subscription's `ApiError`)."""
+    return convert if convert is not None else to_camel_case
 
 
 def to_input_path(
