@@ -696,7 +696,7 @@ async def test_staff_open_on_a_members_behalf_and_reassign_only_with_a_reason(
 
     before = head(live_runtime)
     silent = error_of(await open_case(client, AGENT, order))
-    assert (silent["code"], silent["field"]) == ("REASON_REQUIRED", "reason")
+    assert (silent["code"], silent["field"]) == ("REASON_REQUIRED", "onBehalfReason")
     audited = error_of(await open_case(client, AUDITOR, order, onBehalfReason="Phone call"))
     assert audited["code"] == "FORBIDDEN"
     assert head(live_runtime) == before

@@ -492,7 +492,7 @@ async def test_a_failed_attempt_opens_an_exception_the_member_resolves(
     assert (no_window["code"], no_window["field"]) == ("VALIDATION", "window")
     no_point = error_of(await mutate(client, RESOLVE, {
         "shipmentId": parcel["id"], "resolution": "SWITCH_TO_PICKUP"}, ann.token))
-    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPoint")
+    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPointId")
     assert head(live_runtime) == before
 
     slot = window(clock.now() + timedelta(days=1))
