@@ -101,8 +101,9 @@ class AfterSalesService:
             if member.erased:
                 raise ErasedError("member has been erased")
             claimed = validate_claim_lines(lines)
-            for item in claimed:
-                order.line(item["line_id"])  # an unknown line is NOT_FOUND, before anything
+            for index, (line_id, _) in enumerate(lines):
+                # An unknown line is NOT_FOUND, before anything.
+                order.line(line_id, f"lines.{index}.line_id")
             account = account_for(session, order.member_id, now, meta)
             tier_rule = self.rules.tier_rule(account.tier)
             case = AfterSalesCase.open(
@@ -225,9 +226,13 @@ class AfterSalesService:
                           "currency": order.currency}
             elif value in SHIPS_GOODS:
                 if not carrier or not tracking_number:
+                    # The parcel as a whole when none is given, else its blank part.
+                    missing = ("shipment" if not carrier and not tracking_number
+                               else "shipment.carrier" if not carrier
+                               else "shipment.tracking_number")
                     raise ValidationError(
                         f"an {value.value} case sends a parcel: give its carrier and "
-                        "tracking number", "tracking_number",
+                        "tracking number", missing,
                     )
                 parcel = self.shipping.send_for_case(session, order, case, carrier,
                                                      tracking_number, now, order_meta)

@@ -61,7 +61,7 @@ class RequestContext:
             self.principal.is_staff and channel is Channel.ADMIN
         ):
             allowed = ", ".join(c.value for c in CLIENT_CHANNELS)
-            raise ValidationError(f"X-Patron-Channel must be one of: {allowed}", "channel")
+            raise ValidationError(f"X-Patron-Channel must be one of: {allowed}")
         assert channel is not None
         return channel
 

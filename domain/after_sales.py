@@ -158,11 +158,12 @@ def validate_claim_lines(lines: Sequence[tuple[str, int]]) -> list[dict[str, Any
     if not lines:
         raise ValidationError("a case covers at least one order line", "lines")
     wanted: dict[str, int] = {}
-    for line_id, quantity in lines:
+    for index, (line_id, quantity) in enumerate(lines):
         if not isinstance(line_id, str) or not line_id:
-            raise ValidationError("name the order line", "lines")
+            raise ValidationError("name the order line", f"lines.{index}.line_id")
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
-            raise ValidationError("case quantities must be at least 1", "quantity")
+            raise ValidationError("case quantities must be at least 1",
+                                  f"lines.{index}.quantity")
         wanted[line_id] = wanted.get(line_id, 0) + quantity
     return [{"line_id": k, "quantity": v} for k, v in wanted.items()]
 

@@ -63,10 +63,13 @@ class ForbiddenError(DomainError):
 
 
 class ReasonRequiredError(DomainError):
+    """The command's metadata has no reason (`meta.reason`): the API names the input field
+    the reason is read from (`reason`, or a mutation's own, such as `note`)."""
+
     code = ErrorCode.REASON_REQUIRED
 
     def __init__(
-        self, message: str = "a reason is required for this action", field: str = "reason"
+        self, message: str = "a reason is required for this action", field: str = "meta.reason"
     ) -> None:
         super().__init__(message, field=field)
 

@@ -54,7 +54,7 @@ class EventMetadata:
             reason = self.reason.strip()
             if len(reason) > MAX_REASON_LENGTH:
                 raise ValidationError(
-                    f"reason must be at most {MAX_REASON_LENGTH} characters", "reason"
+                    f"reason must be at most {MAX_REASON_LENGTH} characters", "meta.reason"
                 )
             object.__setattr__(self, "reason", reason or None)
 

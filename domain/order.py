@@ -328,11 +328,12 @@ class Order(RecordedAggregate):
     def total(self) -> int:
         return int(self.pricing["total"])
 
-    def line(self, line_id: str) -> dict[str, Any]:
+    def line(self, line_id: str, field: str = "line_id") -> dict[str, Any]:
+        """The order's line; `field` is the command's path to the id asked for."""
         for line in self.lines:
             if line["line_id"] == line_id:
                 return line
-        raise NotFoundError(f"order has no line {line_id!r}", "line_id")
+        raise NotFoundError(f"order has no line {line_id!r}", field)
 
     def refundable_amount(self) -> int:
         return self.paid_amount - self.refunded_amount
@@ -541,15 +542,17 @@ class Order(RecordedAggregate):
             if not items:
                 raise ValidationError("name at least one line to refund", "lines")
             wanted: dict[str, int] = {}
-            for line_id, quantity in items:
-                line = self.line(line_id)
+            for index, (line_id, quantity) in enumerate(items):
+                line = self.line(line_id, f"lines.{index}.line_id")
                 if not isinstance(quantity, int) or quantity < 1:
-                    raise ValidationError("refund quantities must be at least 1", "quantity")
+                    raise ValidationError("refund quantities must be at least 1",
+                                          f"lines.{index}.quantity")
                 wanted[line_id] = wanted.get(line_id, 0) + quantity
                 left = line["quantity"] - self.refunded_quantities[line_id]
                 if wanted[line_id] > left:
                     raise ValidationError(
-                        f"line {line_id} has only {left} left to refund", "quantity"
+                        f"line {line_id} has only {left} left to refund",
+                        f"lines.{index}.quantity",
                     )
             amount = 0
             for line_id, quantity in wanted.items():
@@ -612,17 +615,20 @@ class Order(RecordedAggregate):
         if not items:
             raise ValidationError("a shipment covers at least one line", "items")
         wanted: dict[str, int] = {}
-        for line_id, quantity in items:
+        last: dict[str, int] = {}  # the item that brings each line to its total
+        for index, (line_id, quantity) in enumerate(items):
             if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
-                raise ValidationError("shipment quantities must be at least 1", "quantity")
+                raise ValidationError("shipment quantities must be at least 1",
+                                      f"items.{index}.quantity")
             wanted[line_id] = wanted.get(line_id, 0) + quantity
+            last[line_id] = index
         for line_id, quantity in wanted.items():
             left = self.shippable(line_id)
             if quantity > left:
                 raise ValidationError(
                     f"line {line_id} has only {left} left to ship "
                     "(ordered, minus refunded, minus already shipped)",
-                    "items",
+                    f"items.{last[line_id]}.quantity",
                 )
         covered = [{"line_id": k, "quantity": v} for k, v in wanted.items()]
         # A label is not a shipment: the order ships when a carrier picks a parcel up

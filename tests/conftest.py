@@ -27,6 +27,7 @@ from api.config import Settings
 from api.runtime import Runtime, migrate, postgres_conninfo
 from domain.clock import AdjustableClock
 from projections.database import DatabaseConfig
+from tests import user_errors
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
 TEST_PAYMENT_PROVIDER = "testpay"
@@ -162,5 +163,14 @@ async def live_runtime(runtime: Runtime) -> AsyncIterator[Runtime]:
 async def client(live_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(runtime=live_runtime, migrate_on_start=False, run_projections=False)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://patron.test") as http:
+    # Every userError a test provokes must name a field of its mutation's input.
+    async with httpx.AsyncClient(transport=transport, base_url="http://patron.test",
+                                 event_hooks={"response": [user_errors.check_response]}) as http:
         yield http
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if user_errors.OBSERVED:
+        terminalreporter.write_line(
+            f"userError fields checked against the input types: {len(user_errors.OBSERVED)} "
+            "distinct (mutation, field) pairs")

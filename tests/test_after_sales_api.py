@@ -425,7 +425,7 @@ async def test_an_exchange_sends_a_replacement_parcel_that_the_order_shows(
     before = head(live_runtime)
     no_parcel = error_of(await mutate(client, RESOLVE, {"caseId": case["id"],
                                                         "outcome": "EXCHANGED"}, AGENT))
-    assert (no_parcel["code"], no_parcel["field"]) == ("VALIDATION", "trackingNumber")
+    assert (no_parcel["code"], no_parcel["field"]) == ("VALIDATION", "shipment")
     not_allowed = error_of(await mutate(client, RESOLVE, {
         "caseId": case["id"], "outcome": "REISSUED",
         "shipment": {"carrier": "SF", "trackingNumber": "EX-ANN-1"}}, AGENT))
@@ -696,7 +696,7 @@ async def test_staff_open_on_a_members_behalf_and_reassign_only_with_a_reason(
 
     before = head(live_runtime)
     silent = error_of(await open_case(client, AGENT, order))
-    assert (silent["code"], silent["field"]) == ("REASON_REQUIRED", "reason")
+    assert (silent["code"], silent["field"]) == ("REASON_REQUIRED", "onBehalfReason")
     audited = error_of(await open_case(client, AUDITOR, order, onBehalfReason="Phone call"))
     assert audited["code"] == "FORBIDDEN"
     assert head(live_runtime) == before

@@ -464,7 +464,7 @@ async def test_tracking_through_the_api_names_bad_events_and_respects_consent(
     before = head(runtime)
     bad = await track(client, [api_view(), {"kind": "ADDED_TO_CART"}], "k1", ann.token)
     assert bad["userErrors"] == [{"field": "events.1.productId", "code": "VALIDATION",
-                                  "message": "events[1] (added_to_cart) needs a product_id"}]
+                                  "message": "events[1] (added_to_cart) needs a productId"}]
     assert (bad["accepted"], bad["position"]) == (None, None)
     searched = await track(client, [{"kind": "SEARCHED"}], "k1", ann.token)
     assert searched["userErrors"][0]["field"] == "events.0.keywords"

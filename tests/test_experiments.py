@@ -487,7 +487,7 @@ def slots(lab: Lab) -> dict[str, ExperimentSlot | None]:
     ({"key": " "}, ValidationError, "idempotency_key"),
     ({"meta": meta("agent-1", Role.AGENT, "why")}, ForbiddenError, None),
     ({"meta": meta("member-1")}, ForbiddenError, None),
-    ({"meta": admin(reason=None)}, ReasonRequiredError, "reason"),
+    ({"meta": admin(reason=None)}, ReasonRequiredError, "meta.reason"),
 ])
 def test_a_refused_define_names_the_field_and_records_nothing(
         lab: Lab, arguments: dict[str, Any], error: type[DomainError], field: str | None

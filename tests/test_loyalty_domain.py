@@ -788,9 +788,9 @@ def test_admin_adjustments_need_a_reason() -> None:
     give(acc, 1_000)
     acc.collect_events()
     rejected(acc, lambda: acc.credit(CreditSource.ADJUSTMENT, "fix", 100, RULES, T0,
-                                     ADMIN_WITHOUT_REASON), ReasonRequiredError, "reason")
+                                     ADMIN_WITHOUT_REASON), ReasonRequiredError, "meta.reason")
     rejected(acc, lambda: acc.debit(100, DebitKind.ADJUSTMENT, "fix", RULES, T0,
-                                    ADMIN_WITHOUT_REASON), ReasonRequiredError, "reason")
+                                    ADMIN_WITHOUT_REASON), ReasonRequiredError, "meta.reason")
 
     assert acc.credit(CreditSource.ADJUSTMENT, "fix", 100, RULES, T0, ADMIN)
     assert acc.collect_events()[0].meta["reason"] == "goodwill for a late delivery"

@@ -224,7 +224,7 @@ def test_staff_registering_a_member_must_give_a_reason() -> None:
     with pytest.raises(ReasonRequiredError) as caught:
         Member.register(details, TODAY, admin(reason=None))
     assert caught.value.code is ErrorCode.REASON_REQUIRED
-    assert caught.value.field == "reason"
+    assert caught.value.field == "meta.reason"
 
     member = Member.register(details, TODAY, agent())
     assert only_event(member).meta["reason"] == "customer called the hotline"
@@ -327,13 +327,13 @@ def test_staff_changing_a_members_profile_must_give_a_reason(
         member,
         lambda: member.update_profile({"city": "Shanghai"}, TODAY, staff(reason=None)),
         ReasonRequiredError,
-        "reason",
+        "meta.reason",
     )
     assert_rejected_without_events(
         member,
         lambda: member.update_profile({"city": "Shanghai"}, TODAY, staff(reason="   ")),
         ReasonRequiredError,
-        "reason",
+        "meta.reason",
     )
 
     member.update_profile({"city": "Shanghai"}, TODAY, staff())
@@ -349,13 +349,13 @@ def test_staff_changing_preferences_or_consent_must_give_a_reason(
         member,
         lambda: member.set_preferences({"categories": ["books"]}, staff(reason=None)),
         ReasonRequiredError,
-        "reason",
+        "meta.reason",
     )
     assert_rejected_without_events(
         member,
         lambda: member.set_consent("marketing", "sms", True, staff(reason=None)),
         ReasonRequiredError,
-        "reason",
+        "meta.reason",
     )
 
 
@@ -368,7 +368,7 @@ def test_a_member_changes_their_own_profile_without_giving_a_reason() -> None:
 def test_a_reason_longer_than_500_characters_is_rejected() -> None:
     with pytest.raises(ValidationError) as caught:
         admin(reason="x" * 501)
-    assert caught.value.field == "reason"
+    assert caught.value.field == "meta.reason"
 
 
 def test_a_reason_is_trimmed_and_a_blank_reason_counts_as_none() -> None:
@@ -586,7 +586,7 @@ def test_tagging_requires_a_reason_whoever_tags() -> None:
     member = registered()
     for who in (admin(reason=None), meta(Role.MEMBER)):
         error = assert_rejected_without_events(
-            member, lambda who=who: member.tag("vip", who), ReasonRequiredError, "reason"
+            member, lambda who=who: member.tag("vip", who), ReasonRequiredError, "meta.reason"
         )
         assert error.code is ErrorCode.REASON_REQUIRED
 
@@ -653,7 +653,7 @@ def test_untagging_requires_a_reason() -> None:
     member.tag("vip", admin())
     member.collect_events()
     assert_rejected_without_events(
-        member, lambda: member.untag("vip", admin(reason=None)), ReasonRequiredError, "reason"
+        member, lambda: member.untag("vip", admin(reason=None)), ReasonRequiredError, "meta.reason"
     )
     assert "vip" in member.tags
 
@@ -667,7 +667,7 @@ def test_changing_status_requires_a_reason_which_is_kept_as_the_status_reason() 
         member,
         lambda: member.set_status("blocked", admin(reason=None)),
         ReasonRequiredError,
-        "reason",
+        "meta.reason",
     )
     member.set_status("blocked", admin(reason="chargeback fraud"))
     assert type(only_event(member)).__qualname__ == "Member.StatusChanged"
@@ -750,7 +750,7 @@ def test_a_closed_member_cannot_change_profile_preferences_or_consent() -> None:
 def test_erasure_requires_a_reason() -> None:
     member = registered()
     assert_rejected_without_events(
-        member, lambda: member.erase(admin(reason=None)), ReasonRequiredError, "reason"
+        member, lambda: member.erase(admin(reason=None)), ReasonRequiredError, "meta.reason"
     )
     assert member.erased is False
     assert member.personal is not None

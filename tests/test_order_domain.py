@@ -707,7 +707,7 @@ def test_partial_refunds_never_exceed_and_always_end_at_what_was_paid(seed: int)
 def test_refunding_more_than_was_bought_is_rejected() -> None:
     order = paid()
     error = rejected(order, lambda: order.refund("r1", [("L1", 4)], "h", T0, MEMBER),
-                     ValidationError, "quantity")
+                     ValidationError, "lines.0.quantity")
     assert "L1" in error.message
     assert "3" in error.message
 
@@ -717,26 +717,26 @@ def test_refunding_more_than_is_left_is_rejected() -> None:
     order.refund("r1", [("L1", 2)], "h1", T0, MEMBER)
     order.collect_events()
     rejected(order, lambda: order.refund("r2", [("L1", 2)], "h2", T0, MEMBER),
-             ValidationError, "quantity")
+             ValidationError, "lines.0.quantity")
     rejected(order, lambda: order.refund("r3", [("L1", 1), ("L1", 1)], "h3", T0, MEMBER),
-             ValidationError, "quantity")
+             ValidationError, "lines.1.quantity")
     assert order.refunded_quantities["L1"] == 2
 
 
 def test_refunding_an_unknown_line_is_rejected() -> None:
     order = paid()
     error = rejected(order, lambda: order.refund("r1", [("L9", 1)], "h", T0, MEMBER),
-                     NotFoundError, "line_id")
+                     NotFoundError, "lines.0.line_id")
     assert error.code == ErrorCode.NOT_FOUND
     rejected(order, lambda: order.refund("r1", [("L1", 1), ("L9", 1)], "h", T0, MEMBER),
-             NotFoundError, "line_id")
+             NotFoundError, "lines.1.line_id")
 
 
 @pytest.mark.parametrize("quantity", [0, -1, 1.5, "1"])
 def test_refund_quantities_must_be_positive_whole_numbers(quantity: Any) -> None:
     order = paid()
     rejected(order, lambda: order.refund("r1", [("L1", quantity)], "h", T0, MEMBER),
-             ValidationError, "quantity")
+             ValidationError, "lines.0.quantity")
 
 
 def test_a_refund_must_name_at_least_one_line() -> None:
@@ -786,7 +786,7 @@ def test_reusing_a_refund_id_for_a_different_request_is_an_idempotency_conflict(
 def test_staff_refunds_need_a_reason(staff: Callable[..., EventMetadata]) -> None:
     order = delivered()
     rejected(order, lambda: order.refund("r1", [("L1", 1)], "h", T0, staff(None)),
-             ReasonRequiredError, "reason")
+             ReasonRequiredError, "meta.reason")
     order.refund("r1", [("L1", 1)], "h", T0, staff("parcel lost"))
     assert only_event(order).meta["reason"] == "parcel lost"
 

@@ -526,10 +526,10 @@ async def test_staff_refund_lines_and_quantities_never_more_than_was_paid(
     assert without_reason["code"] == "REASON_REQUIRED"
     too_many = error_of(await mutate(client, REFUND_ORDER, {
         **refund, "lines": [{"lineId": "L1", "quantity": 4}], "idempotencyKey": "r0"}, AGENT))
-    assert (too_many["code"], too_many["field"]) == ("VALIDATION", "quantity")
+    assert (too_many["code"], too_many["field"]) == ("VALIDATION", "lines.0.quantity")
     unknown = error_of(await mutate(client, REFUND_ORDER, {
         **refund, "lines": [{"lineId": "L9", "quantity": 1}], "idempotencyKey": "r0"}, AGENT))
-    assert (unknown["code"], unknown["field"]) == ("NOT_FOUND", "lineId")
+    assert (unknown["code"], unknown["field"]) == ("NOT_FOUND", "lines.0.lineId")
     nothing = error_of(await mutate(client, REFUND_ORDER, {
         **refund, "lines": [{"lineId": "L1", "quantity": 0}], "idempotencyKey": "r0"}, AGENT))
     assert nothing["code"] == "VALIDATION"

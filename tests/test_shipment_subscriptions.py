@@ -156,13 +156,19 @@ def received(messages: Messages, field: str, op: str = "op") -> dict[str, Any]:
 
 def refusal(messages: Messages, op: str = "op") -> str:
     """The code of a refused subscription, which then completes."""
+    return str(refused_extensions(messages, op)["code"])
+
+
+def refused_extensions(messages: Messages, op: str = "op") -> dict[str, Any]:
+    """The extensions (code, and the argument at fault) of a refused subscription."""
     refused = messages.next_of("next", "error")
     assert refused["id"] == op
     errors = refused["payload"]["errors"] if refused["type"] == "next" else refused["payload"]
     assert refused["type"] == "error" or refused["payload"].get("data") is None
     if refused["type"] == "next":
         assert messages.next_of("complete")["id"] == op
-    return str(errors[0]["extensions"]["code"])
+    extensions: dict[str, Any] = errors[0]["extensions"]
+    return extensions
 
 
 # -- shipmentUpdated --------------------------------------------------------------------------
@@ -277,7 +283,11 @@ def test_following_an_order_needs_a_valid_token_and_an_order(
     }[order]
     with http.websocket_connect("/graphql", subprotocols=[PROTOCOL]) as socket:
         messages = open_subscription(socket, payload, SHIPMENT_UPDATED, {"orderId": wanted})
-        assert refusal(messages) == code
+        extensions = refused_extensions(messages)
+        assert extensions["code"] == code
+        if order != "real":
+            # The argument as the client wrote it, not the resolver's `order_id`.
+            assert extensions["field"] == "orderId"
 
 
 def test_each_subscription_on_a_socket_is_authorised_on_its_own(http: TestClient) -> None:

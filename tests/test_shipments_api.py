@@ -229,7 +229,7 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
     too_many = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "items": [{"lineId": "L1", "quantity": 2}],
     }, AGENT))
-    assert (too_many["code"], too_many["field"]) == ("VALIDATION", "items")
+    assert (too_many["code"], too_many["field"]) == ("VALIDATION", "items.0.quantity")
     assert "only 1 left" in too_many["message"]
     nothing = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "items": []}, AGENT))
@@ -237,17 +237,17 @@ async def test_parcels_cover_a_paid_order_partly_then_the_rest_and_never_more(
     zero = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "items": [{"lineId": "L2", "quantity": 0}],
     }, AGENT))
-    assert zero["code"] == "VALIDATION"
+    assert (zero["code"], zero["field"]) == ("VALIDATION", "items.0.quantity")
     no_address = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "address": None}, AGENT))
     assert (no_address["code"], no_address["field"]) == ("VALIDATION", "address")
     no_point = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "method": "PICKUP_POINT"}, AGENT))
-    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPoint")
+    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPointId")
     unknown_point = error_of(await mutate(client, CREATE, {
         **first_input, "trackingNumber": "SF101", "method": "PICKUP_POINT",
         "pickupPointId": "PP-XX-99"}, AGENT))
-    assert (unknown_point["code"], unknown_point["field"]) == ("VALIDATION", "pickupPoint")
+    assert (unknown_point["code"], unknown_point["field"]) == ("VALIDATION", "pickupPointId")
     assert head(live_runtime) == before
 
     # Omitting the items ships everything left: the other tent and the mug.
@@ -337,7 +337,7 @@ async def test_delivery_options_change_until_the_carrier_has_the_parcel(
     unknown = error_of(await mutate(client, CHANGE, {
         "shipmentId": parcel["id"], "method": "PICKUP_POINT", "pickupPointId": "nowhere",
     }, ann.token))
-    assert (unknown["code"], unknown["field"]) == ("VALIDATION", "pickupPoint")
+    assert (unknown["code"], unknown["field"]) == ("VALIDATION", "pickupPointId")
     not_theirs = error_of(await mutate(client, CHANGE, {
         "shipmentId": parcel["id"], "method": "PICKUP_POINT", "pickupPointId": "PP-HZ-01",
     }, bob.token))
@@ -493,7 +493,7 @@ async def test_a_failed_attempt_opens_an_exception_the_member_resolves(
     assert (no_window["code"], no_window["field"]) == ("VALIDATION", "window")
     no_point = error_of(await mutate(client, RESOLVE, {
         "shipmentId": parcel["id"], "resolution": "SWITCH_TO_PICKUP"}, ann.token))
-    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPoint")
+    assert (no_point["code"], no_point["field"]) == ("VALIDATION", "pickupPointId")
     assert head(live_runtime) == before
 
     slot = window(clock.now() + timedelta(days=1))

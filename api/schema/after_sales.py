@@ -15,7 +15,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import strawberry
 from starlette.concurrency import run_in_threadpool
@@ -601,6 +601,8 @@ class CaseEvidenceInput:
 
 @strawberry.input
 class OpenAfterSalesCaseInput:
+    # `reason` is the case's; staff's own reason is `onBehalfReason`.
+    domain_paths: ClassVar[dict[str, str]] = {"meta.reason": "on_behalf_reason"}
     order_id: strawberry.ID
     type: CaseType  # type: ignore[valid-type]
     reason: str = strawberry.field(description="One of `caseReasons`.")

@@ -8,7 +8,7 @@ expected reason raise an `ApiError` whose `extensions.code` is stable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, NewType, TypeVar
 
 import strawberry
@@ -19,9 +19,10 @@ from strawberry.relay import GlobalID, to_base64
 from api.auth import Principal, principal_from_authorization
 from api.consistency import ProjectionLagError
 from api.context import RequestContext
+from api.schema.input_paths import to_client_message, to_input_path
 from api.service import CommandResult
 from domain import loyalty_rules
-from domain.errors import DomainError, ForbiddenError, ReasonRequiredError, ValidationError
+from domain.errors import DomainError, ForbiddenError, ValidationError
 from domain.errors import ErrorCode as DomainErrorCode
 from domain.metadata import EventMetadata, Role
 from domain.segment_rules import SegmentRuleError
@@ -66,7 +67,10 @@ class ApiError(GraphQLError):
 
     @classmethod
     def from_domain(cls, error: DomainError) -> ApiError:
-        return cls(error.message, error.code.value, field=error.field)
+        """A query's or subscription's argument at fault, as the client wrote it: the
+        domain's `order_id` is the argument `orderId` (api/schema/input_paths.py)."""
+        return cls(to_client_message(error.message, error.field), error.code.value,
+                   field=to_input_path(error.field) if error.field else None)
 
 
 @strawberry.type(description="Where in a text input an error is.")
@@ -85,24 +89,39 @@ class UserError:
         default=None, description="For text that does not parse (a segment rule): where.")
 
     @classmethod
-    def from_domain(cls, error: DomainError) -> UserError:
-        field = error.field
-        if field is not None:
-            field = _camel(field)
+    def from_domain(
+        cls,
+        error: DomainError,
+        renames: Mapping[str, str] | None = None,
+        convert: Callable[[str], str] | None = None,
+    ) -> UserError:
+        """The userError a domain error stands for, its field and message in the client's
+        names: `renames` is the input type's `domain_paths`, `convert` the schema's name
+        converter (see `for_mutation`, and api/schema/input_paths.py for why here)."""
+        field = to_input_path(error.field, renames, convert) if error.field else None
         location = None
         if isinstance(error, SegmentRuleError):
             location = TextLocation(offset=error.offset, line=error.line, column=error.column)
-        return cls(field=field, message=error.message, code=error.code, location=location)
+        return cls(field=field, message=to_client_message(error.message, error.field, renames,
+                                                          convert),
+                   code=error.code, location=location)
+
+    @classmethod
+    def for_mutation(cls, info: strawberry.Info, error: DomainError) -> UserError:
+        """The userError of the mutation being resolved: its field is the path into this
+        mutation's `input` as the client wrote it."""
+        return cls.from_domain(error, *input_naming(info))
 
 
-def _camel(name: str) -> str:
-    """A domain field path as the client wrote it: `price_overrides.0.unit_price` is
-    `priceOverrides.0.unitPrice` (each dotted segment on its own)."""
-    def segment(part: str) -> str:
-        head, *rest = part.split("_")
-        return head + "".join(word[:1].upper() + word[1:] for word in rest)
-
-    return ".".join(segment(part) for part in name.split("."))
+def input_naming(
+    info: strawberry.Info,
+) -> tuple[Mapping[str, str], Callable[[str], str]]:
+    """How the mutation's `input` names what the domain names: the input class's
+    `domain_paths` (domain path → the input's Python path, for names that differ) and the
+    schema's name converter (snake_case → the GraphQL spelling)."""
+    argument = info.get_argument_definition("input")
+    renames: Mapping[str, str] = getattr(getattr(argument, "type", None), "domain_paths", {})
+    return renames, info.schema.config.name_converter.apply_naming_config
 
 
 @strawberry.type
@@ -183,7 +202,7 @@ async def run_mutation(
     try:
         result = await command(ctx)
     except DomainError as error:
-        return None, [UserError.from_domain(error)]
+        return None, [UserError.for_mutation(info, error)]
     return result, []
 
 
@@ -218,23 +237,17 @@ async def run_command(
     info: strawberry.Info,
     act: Callable[[RequestContext, EventMetadata], CommandResult],
     reason: str | None,
-    reason_field: str = "reason",
 ) -> tuple[CommandResult | None, list[UserError]]:
     """A command with the request's metadata (and the reason staff gave), as a mutation
     runs it: expected failures become userErrors and record nothing.
 
-    `reason_field` is the input field the reason came from, so a missing reason is
-    reported where the client has to write it (a cancellation's reason is its `note`).
+    A missing reason is reported where the client has to write it: an input whose reason
+    field has another name says so in its `domain_paths` (a cancellation's is `note`).
     """
 
     async def command(ctx: RequestContext) -> CommandResult:
         meta = ctx.metadata(reason)
-        try:
-            return await ctx.run_command(lambda: act(ctx, meta))
-        except ReasonRequiredError as error:
-            if error.field == "reason" and reason_field != "reason":
-                raise ReasonRequiredError(error.message, reason_field) from None
-            raise
+        return await ctx.run_command(lambda: act(ctx, meta))
 
     return await run_mutation(info, command)
 
@@ -278,13 +291,17 @@ async def followed_id(
     field: str,
 ) -> str:
     """The id of what a subscription follows, if `principal` may: its member, staff or
-    auditors. Read from the event store, not a read model: a just-created one is there."""
+    auditors. Read from the event store, not a read model: a just-created one is there.
+
+    `field` is the argument's domain name (`order_id`): whatever fails here is about it,
+    and the error names it as the client wrote it (`orderId`)."""
     try:
         resource_id = decode()
         resource = await run_in_threadpool(load, resource_id)
         if not principal.can_read_member(resource.member_id):
             raise ForbiddenError(f"you may only follow your own {what}", field)
     except DomainError as error:
+        error.field = error.field or field
         raise ApiError.from_domain(error) from None
     return str(resource_id)
 

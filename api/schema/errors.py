@@ -24,6 +24,7 @@ from strawberry.types import ExecutionContext
 
 from api.consistency import ProjectionLagError
 from api.schema.hygiene import CODE, is_request_error
+from api.schema.input_paths import to_client_message, to_input_path
 from domain.errors import DomainError
 
 log = logging.getLogger("patron.api")
@@ -50,9 +51,9 @@ def typed(error: GraphQLError) -> GraphQLError:
     if isinstance(original, DomainError):
         extensions: dict[str, Any] = {"code": original.code.value}
         if original.field:
-            extensions["field"] = original.field
-        return GraphQLError(original.message, error.nodes, error.source, error.positions,
-                            error.path, extensions=extensions)
+            extensions["field"] = to_input_path(original.field)
+        return GraphQLError(to_client_message(original.message, original.field), error.nodes,
+                            error.source, error.positions, error.path, extensions=extensions)
     if isinstance(original, GlobalIDValueError):
         return GraphQLError(f"malformed or unknown global id: {original}", error.nodes,
                             error.source, error.positions, error.path,

@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import fields as dataclass_fields
-from typing import Any
+from typing import Any, ClassVar
 
 import strawberry
 from strawberry import relay
@@ -434,6 +434,8 @@ class RewardNode(relay.Node):
 
 @strawberry.input
 class RedeemRewardInput:
+    # The points redeemed are the chosen reward's cost.
+    domain_paths: ClassVar[dict[str, str]] = {"points": "reward_id"}
     member_id: strawberry.ID | None = None
     reward_id: strawberry.ID
     idempotency_key: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -361,6 +361,8 @@ class RecordInPersonPaymentInput:
 
 @strawberry.input
 class CancelOrderInput:
+    # Staff's reason for cancelling is the note.
+    domain_paths: ClassVar[dict[str, str]] = {"meta.reason": "note"}
     order_id: strawberry.ID
     reason: CancellationReason
     note: str | None = strawberry.field(
@@ -491,9 +493,8 @@ async def order_mutation(
     payload: type[P],
     act: Callable[[RequestContext, EventMetadata], CommandResult],
     reason: str | None,
-    reason_field: str = "reason",
 ) -> P:
-    result, errors = await run_command(info, act, reason, reason_field)
+    result, errors = await run_command(info, act, reason)
     if result is None:
         return payload(order=None, position=None, user_errors=errors)
     order = await load_order(context(info), result)
@@ -649,7 +650,7 @@ class OrderMutations:
             order_id = owned_order(ctx, input.order_id)
             return ctx.runtime.orders.cancel(order_id, input.reason.value, input.note, meta)
 
-        return await order_mutation(info, CancelOrderPayload, act, input.note, "note")
+        return await order_mutation(info, CancelOrderPayload, act, input.note)
 
     @strawberry.mutation(description="Staff: refund lines and quantities, or everything.")
     async def refund_order(

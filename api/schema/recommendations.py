@@ -214,7 +214,7 @@ class RecommenderMutations:
         except DomainError as error:
             return RetrainRecommenderPayload(version=None, activated=False, note=None,
                                              position=None,
-                                             user_errors=[UserError.from_domain(error)])
+                                             user_errors=[UserError.for_mutation(info, error)])
         ctx.record_write(report.position)
         return RetrainRecommenderPayload(version=report.version, activated=report.activated,
                                          note=report.note, position=report.position,

@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import strawberry
 from starlette.concurrency import run_in_threadpool
@@ -489,6 +489,8 @@ class ShipmentPackagingInput:
 
 @strawberry.input
 class CreateShipmentInput:
+    # The domain's pickup point is chosen by its id.
+    domain_paths: ClassVar[dict[str, str]] = {"pickup_point": "pickup_point_id"}
     order_id: strawberry.ID
     items: list[ShipmentItemInput] | None = strawberry.field(
         default=None, description="Lines and quantities; omit to ship everything left."
@@ -512,6 +514,8 @@ class CreateShipmentInput:
 
 @strawberry.input
 class ChangeDeliveryOptionsInput:
+    # The domain's pickup point is chosen by its id.
+    domain_paths: ClassVar[dict[str, str]] = {"pickup_point": "pickup_point_id"}
     shipment_id: strawberry.ID
     method: DeliveryMethod
     pickup_point_id: str | None = None
@@ -537,6 +541,8 @@ class RecordTrackingEventInput:
 
 @strawberry.input
 class ResolveShipmentExceptionInput:
+    # The domain's pickup point is chosen by its id.
+    domain_paths: ClassVar[dict[str, str]] = {"pickup_point": "pickup_point_id"}
     shipment_id: strawberry.ID
     resolution: ExceptionResolution
     window: DeliveryWindowInput | None = strawberry.field(
