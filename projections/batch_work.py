@@ -151,10 +151,19 @@ class BatchWork:
         """The row with this primary key as this batch left it (a copy), or None."""
         key = self._key(key)
         known = self._rows.setdefault(table.name, {})
-        if key not in known:
+        if key not in known and not self._covered(table, key):
             self.prefetch(table, [key])
-        row = known[key]
+        row = known.get(key)
         return dict(row) if row is not None else None
+
+    def _covered(self, table: Table, key: Key) -> bool:
+        """Whether a `prefetch_where` on a key column read every row this key could name,
+        so a key still unknown has no row (a new lot of a member whose lots were read)."""
+        for position, column in enumerate(table.primary_key.columns):
+            index = self._index.get((table.name, column.name))
+            if index is not None and key[position] in index:
+                return True
+        return False
 
     def find(self, table: Table, column: str, value: Any) -> list[Row]:
         """Every row whose `column` equals `value`, as this batch left them (copies)."""
