@@ -76,6 +76,8 @@ class DataKeyStore:
     def prefetch(self, member_ids: Iterable[str]) -> None:
         """Cache the keys of these members with one query (those not cached already): the
         projection runner calls it once per batch instead of a SELECT per member."""
+        if self.ttl <= 0:
+            return  # nothing is cached: each decryption reads its key anyway
         wanted = [m for m in dict.fromkeys(member_ids) if not self._cached(m)[0]]
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]

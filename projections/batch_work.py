@@ -208,7 +208,12 @@ class BatchWork:
         key = self.key_of(table, row)
         if self.get(table, key) is not None:
             raise ValueError(f"{table.name}: a row with key {key!r} exists already")
-        self.upsert(table, row)
+        # A column an INSERT leaves out is NULL unless it has a default: say so, so that
+        # every row of the table has the same shape and goes in one executemany.
+        missing = {column.name: None for column in table.columns
+                   if column.name not in row and column.default is None
+                   and column.server_default is None}
+        self.upsert(table, {**row, **missing})
 
     def update(self, table: Table, key: Any, **values: Any) -> Row | None:
         """Change some columns of an existing row; a missing row is left missing (as an
