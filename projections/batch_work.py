@@ -38,6 +38,8 @@ Row = dict[str, Any]
 # Values per IN list: well under SQLite's limit on bound parameters.
 CHUNK = 500
 
+_PRIMARY_KEYS: dict[Table, tuple[str, ...]] = {}
+
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
@@ -66,7 +68,12 @@ class BatchWork:
 
     @staticmethod
     def key_of(table: Table, row: Row) -> Key:
-        return tuple(row[column.name] for column in table.primary_key.columns)
+        names = _PRIMARY_KEYS.get(table)
+        if names is None:
+            names = _PRIMARY_KEYS[table] = tuple(c.name for c in table.primary_key.columns)
+        if len(names) == 1:
+            return (row[names[0]],)
+        return tuple(row[name] for name in names)
 
     @staticmethod
     def _key(key: Any) -> Key:
@@ -172,8 +179,10 @@ class BatchWork:
             self.prefetch_where(table, column, [value])
             index = self._index[(table.name, column)]
         known = self._rows[table.name]
-        return [dict(known[key]) for key in sorted(index[value], key=repr)
-                if known[key] is not None]
+        keys = index[value]
+        if len(keys) > 1:  # a stable order, whatever order the rows were read in
+            keys = sorted(keys, key=repr)
+        return [dict(row) for key in keys if (row := known[key]) is not None]
 
     def count(self, table: Table, column: str, value: Any) -> int:
         """How many rows have `column` equal to `value` (see `find`)."""
@@ -239,6 +248,8 @@ class BatchWork:
         self._appended.setdefault(table.name, []).append(dict(row))
 
     def _reindex(self, table: Table, key: Key, before: Row | None, after: Row | None) -> None:
+        if not self._index:
+            return
         for (name, column), index in self._index.items():
             if name != table.name:
                 continue
