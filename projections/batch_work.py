@@ -207,6 +207,7 @@ class BatchWork:
         """Write the whole row (every column it has) by its primary key."""
         key = self.key_of(table, row)
         known = self._rows.setdefault(table.name, {})
+        self._by_name.setdefault(table.name, table)
         before = known.get(key)
         known[key] = dict(row)
         self._dirty.setdefault(table.name, set()).add(key)
@@ -237,6 +238,7 @@ class BatchWork:
     def delete(self, table: Table, key: Any) -> None:
         key = self._key(key)
         known = self._rows.setdefault(table.name, {})
+        self._by_name.setdefault(table.name, table)
         before = known.get(key)
         known[key] = None
         self._dirty.setdefault(table.name, set()).add(key)
@@ -245,6 +247,7 @@ class BatchWork:
     def append(self, table: Table, row: Row) -> None:
         """An insert-only row this read model never reads back in the batch (a ledger
         entry): written with one executemany INSERT per table."""
+        self._by_name.setdefault(table.name, table)
         self._appended.setdefault(table.name, []).append(dict(row))
 
     def _reindex(self, table: Table, key: Key, before: Row | None, after: Row | None) -> None:
@@ -262,8 +265,10 @@ class BatchWork:
 
     def flush(self) -> None:
         """Write everything this batch changed: deletes, upserts, then appended rows."""
-        tables = [self._by_name.get(name) for name in self._dirty]
-        order = list(self.tables) + [t for t in tables if t is not None and t not in self.tables]
+        # The read model's tables in its order, then any other table it wrote to.
+        order = list(self.tables) + [
+            table for table in self._by_name.values() if table not in self.tables
+        ]
         for table in reversed(order):
             gone = [key for key in self._dirty.get(table.name, ())
                     if self._rows[table.name][key] is None]
