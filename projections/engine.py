@@ -41,12 +41,14 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from eventsourcing.utils import get_topic
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
+from projections.batch_work import BatchWork
 from projections.redaction import describe
 from projections.tables import projection_skips, projection_tracking
 
 log = logging.getLogger("patron.projections")
 
-Handler = Callable[[Connection, Any, int], None]
+# A handler gets the connection, or a batched read model's `BatchWork`.
+Handler = Callable[[Any, Any, int], None]
 
 # How long a failing read model waits before its next attempt: doubles from the first
 # step up to the last, and resets once it applies a batch again.
@@ -63,9 +65,21 @@ class ReadModel:
     # A read model whose events are heavy sets it, so that on SQLite its transactions do
     # not hold the database's single write lock long enough to stall commands.
     batch_limit: ClassVar[int | None] = None
+    # Batched read models get a `BatchWork` (see projections/batch_work.py) instead of the
+    # connection: `prepare` prefetches the batch's rows, handlers change them in memory,
+    # and the runner flushes them with bulk statements before the batch commits.
+    batched: ClassVar[bool] = False
 
     def handlers(self) -> dict[type, Handler]:
         raise NotImplementedError
+
+    def prepare(self, work: BatchWork, events: Sequence[tuple[Any, int]]) -> None:
+        """Batched read models: prefetch the rows these (event, position) pairs need."""
+
+    def data_key_owner(self, notification: Notification) -> str | None:
+        """The member whose data key decoding this notification needs, if it may carry
+        personal data: the runner fetches the keys of a whole batch in one query."""
+        return None
 
     def __init__(self) -> None:
         self._by_topic = {get_topic(cls): handler for cls, handler in self.handlers().items()}
@@ -473,20 +487,75 @@ class ReadModelRunner:
                 self.applied.pop(name, None)
             targets = [p for p in group if p.name in moved]
             skips = self._skips_for([p.name for p in targets])
+            pending: list[tuple[Notification, list[ReadModel]]] = []
             for notification in notifications:
                 handlers = [p for p in targets if p.handles(notification.topic)
                             and notification.id not in skips[p.name]]
-                if not handlers:
-                    continue
-                event = self.mapper.to_domain_event(notification)  # decoded once for all
+                if handlers:  # an event no read model here handles is never decoded
+                    pending.append((notification, handlers))
+            self._prefetch_data_keys(pending)
+            decoded = [
+                (notification, self.mapper.to_domain_event(notification), handlers)
+                for notification, handlers in pending  # decoded once for all
+            ]
+            works = self._prepare_works(conn, targets, decoded)
+            for notification, event, handlers in decoded:
                 for projection in handlers:
                     try:
-                        projection.apply(conn, event, notification.id, notification.topic)
+                        projection.apply(works.get(projection.name, conn), event,
+                                         notification.id, notification.topic)
                     except Exception as error:
                         raise ReadModelFailedError(
                             projection.name, notification.id, error
                         ) from error
+            # Batched read models write what they changed, still in this transaction.
+            for name, work in works.items():
+                try:
+                    work.flush()
+                except Exception as error:
+                    last = max((n.id for n, _e, h in decoded
+                                if any(p.name == name for p in h)), default=end)
+                    raise ReadModelFailedError(name, last, error) from error
         return [name for name in names if name in moved]
+
+    def _prefetch_data_keys(
+        self, pending: Sequence[tuple[Notification, Sequence[ReadModel]]]
+    ) -> None:
+        """Fetch the data keys the batch's decoding needs in one query, not one per member."""
+        prefetch = getattr(self.mapper, "prefetch_keys", None)
+        if prefetch is None:
+            return
+        owners = {
+            owner
+            for notification, handlers in pending
+            for projection in handlers
+            if (owner := projection.data_key_owner(notification)) is not None
+        }
+        if owners:
+            prefetch(owners)
+
+    @staticmethod
+    def _prepare_works(
+        conn: Connection,
+        targets: Sequence[ReadModel],
+        decoded: Sequence[tuple[Notification, Any, Sequence[ReadModel]]],
+    ) -> dict[str, BatchWork]:
+        """A unit of work per batched read model, its rows prefetched for the batch."""
+        works: dict[str, BatchWork] = {}
+        for projection in targets:
+            if not projection.batched:
+                continue
+            events = [(event, notification.id) for notification, event, handlers in decoded
+                      if projection in handlers]
+            if not events:
+                continue
+            work = BatchWork(conn, projection.tables)
+            try:
+                projection.prepare(work, events)
+            except Exception as error:
+                raise ReadModelFailedError(projection.name, events[0][1], error) from error
+            works[projection.name] = work
+        return works
 
     def process_batch(self, name: str) -> int:
         """Apply the next batch of one read model on its own cursor; return positions passed.

@@ -2,17 +2,23 @@
 
 Every value is derived from the event alone (its timestamp, not the wall clock), so a
 rebuild from position zero reproduces the live table exactly.
+
+Batched: the profiles (and tags) a batch touches are read in one SELECT each, changed in
+memory, and written back in one bulk upsert (see projections/batch_work.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
 
 from domain.loyalty import LoyaltyAccount
 from domain.member import Member, is_profile_complete
+from projections.batch_work import BatchWork
 from projections.engine import Handler, Projection
 from projections.tables import member_profiles, member_tags
 
@@ -26,6 +32,7 @@ def _birthday(value: str | None) -> date | None:
 class MemberProfilesProjection(Projection):
     name = "member_profiles"
     tables = (member_profiles, member_tags)
+    batched = True
 
     def handlers(self) -> dict[type, Handler]:
         return {
@@ -40,14 +47,37 @@ class MemberProfilesProjection(Projection):
             LoyaltyAccount.TierChanged: self.on_tier_changed,
         }
 
+    # -- the batch --------------------------------------------------------------------------
+
+    def prepare(self, work: BatchWork, events: Sequence[tuple[Any, int]]) -> None:
+        members = set()
+        tags = set()
+        for event, _position in events:
+            if isinstance(event, LoyaltyAccount.TierChanged):
+                members.add(event.member_id)
+                continue
+            member_id = str(event.originator_id)
+            members.add(member_id)
+            if isinstance(event, Member.Tagged | Member.Untagged):
+                tags.add((member_id, event.tag))
+        work.prefetch(member_profiles, members)
+        if tags:
+            work.prefetch(member_tags, tags)
+
+    def data_key_owner(self, notification: Notification) -> str | None:
+        """Member events may carry personal data, encrypted with the member's own key."""
+        if notification.topic in _MEMBER_TOPICS:
+            return str(notification.originator_id)
+        return None
+
     # -- helpers ----------------------------------------------------------------------------
 
     @staticmethod
-    def _load(conn: Connection, member_id: str) -> dict[str, Any]:
-        row = conn.execute(
-            select(member_profiles).where(member_profiles.c.member_id == member_id)
-        ).one()
-        return dict(row._mapping)
+    def _load(work: BatchWork, member_id: str) -> dict[str, Any]:
+        row = work.get(member_profiles, member_id)
+        if row is None:
+            raise LookupError(f"member profile {member_id} is not projected")
+        return row
 
     @staticmethod
     def _touch(row: dict[str, Any], event: Any, position: int) -> dict[str, Any]:
@@ -61,17 +91,12 @@ class MemberProfilesProjection(Projection):
             "channel_activity": activity,
         }
 
-    def _save(self, conn: Connection, event: Any, position: int, **values: Any) -> None:
+    def _save(self, work: BatchWork, event: Any, position: int, **values: Any) -> None:
         member_id = str(event.originator_id)
-        row = self._load(conn, member_id)
-        changes = {**self._touch(row, event, position), **values}
-        merged = {**row, **changes}
-        changes["profile_complete"] = is_profile_complete(merged)
-        conn.execute(
-            update(member_profiles)
-            .where(member_profiles.c.member_id == member_id)
-            .values(**changes)
-        )
+        row = self._load(work, member_id)
+        merged = {**row, **self._touch(row, event, position), **values}
+        merged["profile_complete"] = is_profile_complete(merged)
+        work.upsert(member_profiles, merged)
 
     @staticmethod
     def _personal_values(personal: dict[str, Any] | None) -> dict[str, Any]:
@@ -89,7 +114,7 @@ class MemberProfilesProjection(Projection):
 
     # -- handlers ---------------------------------------------------------------------------
 
-    def on_registered(self, conn: Connection, event: Any, position: int) -> None:
+    def on_registered(self, work: BatchWork, event: Any, position: int) -> None:
         personal = event.personal or {}
         profile = event.profile
         values = {
@@ -119,61 +144,53 @@ class MemberProfilesProjection(Projection):
             "position": position,
         }
         values["profile_complete"] = is_profile_complete(values)
-        conn.execute(insert(member_profiles).values(**values))
+        work.insert(member_profiles, values)
 
-    def on_profile_updated(self, conn: Connection, event: Any, position: int) -> None:
-        self._save(conn, event, position, **event.profile, **self._personal_values(event.personal))
+    def on_profile_updated(self, work: BatchWork, event: Any, position: int) -> None:
+        self._save(work, event, position, **event.profile, **self._personal_values(event.personal))
 
-    def on_preferences_set(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, str(event.originator_id))
+    def on_preferences_set(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, str(event.originator_id))
         preferences = {**row["preferences"], **event.preferences}
         self._save(
-            conn, event, position, preferences=preferences,
+            work, event, position, preferences=preferences,
             **self._personal_values(event.personal),
         )
 
-    def on_consent_changed(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, str(event.originator_id))
+    def on_consent_changed(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, str(event.originator_id))
         consents = {**row["consents"], event.key: event.record()}
-        self._save(conn, event, position, consents=consents)
+        self._save(work, event, position, consents=consents)
 
-    def on_tagged(self, conn: Connection, event: Any, position: int) -> None:
-        conn.execute(
-            insert(member_tags).values(
-                member_id=str(event.originator_id),
-                tag=event.tag,
-                reason=event.meta.get("reason"),
-                tagged_by=event.meta["actor_id"],
-                tagged_at=event.timestamp,
-            )
+    def on_tagged(self, work: BatchWork, event: Any, position: int) -> None:
+        work.insert(
+            member_tags,
+            {
+                "member_id": str(event.originator_id),
+                "tag": event.tag,
+                "reason": event.meta.get("reason"),
+                "tagged_by": event.meta["actor_id"],
+                "tagged_at": event.timestamp,
+            },
         )
-        self._save(conn, event, position)
+        self._save(work, event, position)
 
-    def on_untagged(self, conn: Connection, event: Any, position: int) -> None:
-        conn.execute(
-            delete(member_tags).where(
-                (member_tags.c.member_id == str(event.originator_id))
-                & (member_tags.c.tag == event.tag)
-            )
-        )
-        self._save(conn, event, position)
+    def on_untagged(self, work: BatchWork, event: Any, position: int) -> None:
+        work.delete(member_tags, (str(event.originator_id), event.tag))
+        self._save(work, event, position)
 
-    def on_status_changed(self, conn: Connection, event: Any, position: int) -> None:
+    def on_status_changed(self, work: BatchWork, event: Any, position: int) -> None:
         self._save(
-            conn, event, position, status=event.status, status_reason=event.meta.get("reason")
+            work, event, position, status=event.status, status_reason=event.meta.get("reason")
         )
 
-    def on_tier_changed(self, conn: Connection, event: Any, position: int) -> None:
+    def on_tier_changed(self, work: BatchWork, event: Any, position: int) -> None:
         """The profile shows the member's tier; the loyalty account decides it."""
-        conn.execute(
-            update(member_profiles)
-            .where(member_profiles.c.member_id == event.member_id)
-            .values(tier=event.tier)
-        )
+        work.update(member_profiles, event.member_id, tier=event.tier)
 
-    def on_erased(self, conn: Connection, event: Any, position: int) -> None:
+    def on_erased(self, work: BatchWork, event: Any, position: int) -> None:
         self._save(
-            conn,
+            work,
             event,
             position,
             name=None,
@@ -184,3 +201,12 @@ class MemberProfilesProjection(Projection):
             erased=True,
             erased_at=event.timestamp,
         )
+
+
+_MEMBER_TOPICS = frozenset(
+    get_topic(cls) for cls in (
+        Member.Registered, Member.ProfileUpdated, Member.PreferencesSet,
+        Member.ConsentChanged, Member.Tagged, Member.Untagged, Member.StatusChanged,
+        Member.Erased,
+    )
+)

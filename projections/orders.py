@@ -3,15 +3,18 @@
 Every value comes from the event (its timestamp, never the wall clock) and from the row
 the earlier events built, so a rebuild from position zero reproduces the table exactly.
 Times inside JSON columns are ISO strings in UTC, as the aggregate records them.
+
+Batched: the orders a batch touches are read in one SELECT and written back with one bulk
+upsert (see projections/batch_work.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
-
 from domain.order import Order, OrderState
+from projections.batch_work import BatchWork
 from projections.commerce_tables import iso, orders, utc
 from projections.engine import Handler, Projection
 
@@ -19,6 +22,7 @@ from projections.engine import Handler, Projection
 class OrdersProjection(Projection):
     name = "orders"
     tables = (orders,)
+    batched = True
 
     def handlers(self) -> dict[type, Handler]:
         return {
@@ -35,31 +39,34 @@ class OrdersProjection(Projection):
             Order.Completed: self.on_completed,
         }
 
+    # -- the batch --------------------------------------------------------------------------
+
+    def prepare(self, work: BatchWork, events: Sequence[tuple[Any, int]]) -> None:
+        work.prefetch(orders, {str(event.originator_id) for event, _ in events})
+
     # -- helpers ----------------------------------------------------------------------------
 
     @staticmethod
-    def _load(conn: Connection, event: Any) -> dict[str, Any]:
-        row = conn.execute(
-            select(orders).where(orders.c.order_id == str(event.originator_id))
-        ).one()
-        return dict(row._mapping)
+    def _load(work: BatchWork, event: Any) -> dict[str, Any]:
+        row = work.get(orders, str(event.originator_id))
+        if row is None:
+            raise LookupError(f"order {event.originator_id} is not projected")
+        return row
 
     @staticmethod
-    def _save(conn: Connection, event: Any, position: int, **values: Any) -> None:
-        conn.execute(
-            update(orders)
-            .where(orders.c.order_id == str(event.originator_id))
-            .values(
-                updated_at=utc(event.timestamp),
-                version=event.originator_version,
-                position=position,
-                **values,
-            )
+    def _save(work: BatchWork, event: Any, position: int, **values: Any) -> None:
+        # As an UPDATE of a missing row, a missing order is left missing.
+        work.update(
+            orders, str(event.originator_id),
+            updated_at=utc(event.timestamp),
+            version=event.originator_version,
+            position=position,
+            **values,
         )
 
     def _enter(
         self,
-        conn: Connection,
+        work: BatchWork,
         event: Any,
         position: int,
         state: OrderState,
@@ -67,9 +74,9 @@ class OrdersProjection(Projection):
         **values: Any,
     ) -> None:
         """A state change: the new state, and one more step in the order's history."""
-        row = row if row is not None else self._load(conn, event)
+        row = row if row is not None else self._load(work, event)
         history = [*row["history"], {"state": state.value, "at": iso(event.timestamp)}]
-        self._save(conn, event, position, state=state.value, history=history, **values)
+        self._save(work, event, position, state=state.value, history=history, **values)
 
     @staticmethod
     def _actor(event: Any) -> dict[str, Any]:
@@ -77,35 +84,33 @@ class OrdersProjection(Projection):
 
     # -- handlers ---------------------------------------------------------------------------
 
-    def on_placed(self, conn: Connection, event: Any, position: int) -> None:
+    def on_placed(self, work: BatchWork, event: Any, position: int) -> None:
         at = iso(event.timestamp)
-        conn.execute(
-            insert(orders).values(
-                order_id=str(event.originator_id),
-                member_id=event.member_id,
-                state=OrderState.PLACED.value,
-                currency=event.currency,
-                tier=event.tier,
-                lines=[dict(line) for line in event.lines],
-                pricing=dict(event.pricing),
-                coupon_id=event.coupon_id,
-                payments=[],
-                failed_payments=0,
-                flags=[],
-                refunds=[],
-                paid_amount=0,
-                refunded_amount=0,
-                cancellation=None,
-                history=[{"state": OrderState.PLACED.value, "at": at}],
-                placed_at=utc(event.timestamp),
-                updated_at=utc(event.timestamp),
-                version=event.originator_version,
-                position=position,
-            )
-        )
+        work.insert(orders, {
+            "order_id": str(event.originator_id),
+            "member_id": event.member_id,
+            "state": OrderState.PLACED.value,
+            "currency": event.currency,
+            "tier": event.tier,
+            "lines": [dict(line) for line in event.lines],
+            "pricing": dict(event.pricing),
+            "coupon_id": event.coupon_id,
+            "payments": [],
+            "failed_payments": 0,
+            "flags": [],
+            "refunds": [],
+            "paid_amount": 0,
+            "refunded_amount": 0,
+            "cancellation": None,
+            "history": [{"state": OrderState.PLACED.value, "at": at}],
+            "placed_at": utc(event.timestamp),
+            "updated_at": utc(event.timestamp),
+            "version": event.originator_version,
+            "position": position,
+        })
 
-    def on_paid(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
+    def on_paid(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
         payment = {
             "payment_id": event.payment_id,
             "method": event.method,
@@ -114,24 +119,24 @@ class OrdersProjection(Projection):
             "at": iso(event.timestamp),
         }
         self._enter(
-            conn, event, position, OrderState.PAID, row,
+            work, event, position, OrderState.PAID, row,
             payments=[*row["payments"], payment],
             paid_amount=row["paid_amount"] + event.amount,
             paid_at=utc(event.timestamp),
         )
 
-    def on_payment_failed(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
-        self._save(conn, event, position, failed_payments=row["failed_payments"] + 1)
+    def on_payment_failed(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
+        self._save(work, event, position, failed_payments=row["failed_payments"] + 1)
 
-    def on_flagged(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
+    def on_flagged(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
         # The aggregate keeps one detail per rule (a later flag replaces it): so do we.
         flag = {"rule": event.rule, "detail": event.detail, "at": iso(event.timestamp)}
         flags = [f for f in row["flags"] if f["rule"] != event.rule]
-        self._save(conn, event, position, flags=[*flags, flag])
+        self._save(work, event, position, flags=[*flags, flag])
 
-    def on_cancelled(self, conn: Connection, event: Any, position: int) -> None:
+    def on_cancelled(self, work: BatchWork, event: Any, position: int) -> None:
         cancellation = {
             "reason": event.reason,
             "note": event.note,
@@ -139,12 +144,12 @@ class OrdersProjection(Projection):
             **self._actor(event),
         }
         self._enter(
-            conn, event, position, OrderState.CANCELLED,
+            work, event, position, OrderState.CANCELLED,
             cancellation=cancellation, cancelled_at=utc(event.timestamp),
         )
 
-    def on_refunded(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
+    def on_refunded(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
         refund = {
             "refund_id": event.refund_id,
             "lines": [dict(line) for line in event.lines],
@@ -154,35 +159,35 @@ class OrdersProjection(Projection):
             "reason": event.meta.get("reason"),
         }
         self._save(
-            conn, event, position,
+            work, event, position,
             refunds=[*row["refunds"], refund],
             refunded_amount=row["refunded_amount"] + event.amount,
         )
 
-    def on_shipment_allocated(self, conn: Connection, event: Any, position: int) -> None:
+    def on_shipment_allocated(self, work: BatchWork, event: Any, position: int) -> None:
         # Only events recorded before parcels shipped on pickup carry a state to enter.
-        self._enter_if_changed(conn, event, position, event.order_state)
+        self._enter_if_changed(work, event, position, event.order_state)
 
-    def on_shipment_dispatched(self, conn: Connection, event: Any, position: int) -> None:
-        self._enter_if_changed(conn, event, position, event.order_state)
+    def on_shipment_dispatched(self, work: BatchWork, event: Any, position: int) -> None:
+        self._enter_if_changed(work, event, position, event.order_state)
 
     def _enter_if_changed(
-        self, conn: Connection, event: Any, position: int, state: str | None
+        self, work: BatchWork, event: Any, position: int, state: str | None
     ) -> None:
-        if state is None or self._load(conn, event)["state"] == state:
-            self._save(conn, event, position)
+        if state is None or self._load(work, event)["state"] == state:
+            self._save(work, event, position)
         else:
-            self._enter(conn, event, position, OrderState(state))
+            self._enter(work, event, position, OrderState(state))
 
-    def on_shipment_received(self, conn: Connection, event: Any, position: int) -> None:
-        self._save(conn, event, position)
+    def on_shipment_received(self, work: BatchWork, event: Any, position: int) -> None:
+        self._save(work, event, position)
 
-    def on_delivered(self, conn: Connection, event: Any, position: int) -> None:
+    def on_delivered(self, work: BatchWork, event: Any, position: int) -> None:
         self._enter(
-            conn, event, position, OrderState.DELIVERED, delivered_at=utc(event.timestamp)
+            work, event, position, OrderState.DELIVERED, delivered_at=utc(event.timestamp)
         )
 
-    def on_completed(self, conn: Connection, event: Any, position: int) -> None:
+    def on_completed(self, work: BatchWork, event: Any, position: int) -> None:
         self._enter(
-            conn, event, position, OrderState.COMPLETED, completed_at=utc(event.timestamp)
+            work, event, position, OrderState.COMPLETED, completed_at=utc(event.timestamp)
         )

@@ -12,14 +12,16 @@ about a parcel, a rating's comment and a complaint, are kept because staff read 
 lists; they come from the events' decrypted `personal` (None once the member is erased, so
 a rebuild after erasure never brings them back), and `Member.Erased` blanks them in the
 member's rows.
+
+Batched: the parcels a batch touches are read in one SELECT and written back with one bulk
+upsert (see projections/batch_work.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-
-from sqlalchemy import Connection, insert, select, update
 
 from domain.member import Member
 from domain.shipment import (
@@ -31,6 +33,7 @@ from domain.shipment import (
     TrackingStatus,
     status_entry,
 )
+from projections.batch_work import BatchWork
 from projections.commerce_tables import iso, utc
 from projections.engine import Handler, Projection
 from projections.shipping_tables import shipment_tracking
@@ -52,6 +55,7 @@ def public_packaging(packaging: dict[str, Any] | None) -> dict[str, bool]:
 class ShipmentTrackingProjection(Projection):
     name = "shipment_tracking"
     tables = (shipment_tracking,)
+    batched = True
 
     def handlers(self) -> dict[type, Handler]:
         return {
@@ -67,72 +71,75 @@ class ShipmentTrackingProjection(Projection):
             Member.Erased: self.on_member_erased,
         }
 
+    # -- the batch --------------------------------------------------------------------------
+
+    def prepare(self, work: BatchWork, events: Sequence[tuple[Any, int]]) -> None:
+        erased = {str(e.originator_id) for e, _ in events if isinstance(e, Member.Erased)}
+        work.prefetch(shipment_tracking, {str(event.originator_id) for event, _ in events
+                                          if not isinstance(event, Member.Erased)})
+        if erased:
+            work.prefetch_where(shipment_tracking, "member_id", erased)
+
     # -- helpers ----------------------------------------------------------------------------
 
     @staticmethod
-    def _load(conn: Connection, event: Any) -> dict[str, Any]:
-        row = conn.execute(
-            select(shipment_tracking).where(
-                shipment_tracking.c.shipment_id == str(event.originator_id)
-            )
-        ).one()
-        return dict(row._mapping)
+    def _load(work: BatchWork, event: Any) -> dict[str, Any]:
+        row = work.get(shipment_tracking, str(event.originator_id))
+        if row is None:
+            raise LookupError(f"shipment {event.originator_id} is not projected")
+        return row
 
     @staticmethod
-    def _save(conn: Connection, event: Any, position: int, **values: Any) -> None:
-        conn.execute(
-            update(shipment_tracking)
-            .where(shipment_tracking.c.shipment_id == str(event.originator_id))
-            .values(
-                updated_at=utc(event.timestamp),
-                version=event.originator_version,
-                position=position,
-                **values,
-            )
+    def _save(work: BatchWork, event: Any, position: int, **values: Any) -> None:
+        # As an UPDATE of a missing row, a missing parcel is left missing.
+        work.update(
+            shipment_tracking, str(event.originator_id),
+            updated_at=utc(event.timestamp),
+            version=event.originator_version,
+            position=position,
+            **values,
         )
 
     # -- handlers ---------------------------------------------------------------------------
 
-    def on_created(self, conn: Connection, event: Any, position: int) -> None:
-        conn.execute(
-            insert(shipment_tracking).values(
-                shipment_id=str(event.originator_id),
-                order_id=event.order_id,
-                member_id=event.member_id,
-                carrier=event.carrier,
-                tracking_number=event.tracking_number,
-                method=event.method,
-                direction=getattr(event, "direction", "outbound"),
-                case_id=getattr(event, "case_id", None),
-                speed=event.speed,
-                priority_dispatch=bool(event.priority_dispatch),
-                pickup_point=event.pickup_point,
-                window=dict(event.window) if event.window else None,
-                items=[dict(item) for item in event.items],
-                packaging=public_packaging(event.packaging),
-                status=TrackingStatus.LABEL_CREATED.value,
-                status_at=None,
-                # The aggregate starts with the promise as its ETA.
-                eta=utc(event.promised_by),
-                promised_by=utc(event.promised_by),
-                timeline=[],
-                exception_state=NO_EXCEPTION,
-                open_exceptions=[],
-                resolutions=[],
-                rating=None,
-                rated=False,
-                complaint=None,
-                replaces=event.replaces,
-                reshipped_as=None,
-                created_at=utc(event.timestamp),
-                delivered_at=None,
-                updated_at=utc(event.timestamp),
-                version=event.originator_version,
-                position=position,
-            )
-        )
+    def on_created(self, work: BatchWork, event: Any, position: int) -> None:
+        work.insert(shipment_tracking, {
+            "shipment_id": str(event.originator_id),
+            "order_id": event.order_id,
+            "member_id": event.member_id,
+            "carrier": event.carrier,
+            "tracking_number": event.tracking_number,
+            "method": event.method,
+            "direction": getattr(event, "direction", "outbound"),
+            "case_id": getattr(event, "case_id", None),
+            "speed": event.speed,
+            "priority_dispatch": bool(event.priority_dispatch),
+            "pickup_point": event.pickup_point,
+            "window": dict(event.window) if event.window else None,
+            "items": [dict(item) for item in event.items],
+            "packaging": public_packaging(event.packaging),
+            "status": TrackingStatus.LABEL_CREATED.value,
+            "status_at": None,
+            # The aggregate starts with the promise as its ETA.
+            "eta": utc(event.promised_by),
+            "promised_by": utc(event.promised_by),
+            "timeline": [],
+            "exception_state": NO_EXCEPTION,
+            "open_exceptions": [],
+            "resolutions": [],
+            "rating": None,
+            "rated": False,
+            "complaint": None,
+            "replaces": event.replaces,
+            "reshipped_as": None,
+            "created_at": utc(event.timestamp),
+            "delivered_at": None,
+            "updated_at": utc(event.timestamp),
+            "version": event.originator_version,
+            "position": position,
+        })
 
-    def on_delivery_options_changed(self, conn: Connection, event: Any, position: int) -> None:
+    def on_delivery_options_changed(self, work: BatchWork, event: Any, position: int) -> None:
         # `personal` (a new address) is deliberately ignored: it is personal data.
         values: dict[str, Any] = {"method": event.method, "pickup_point": event.pickup_point,
                                   "window": dict(event.window) if event.window else None}
@@ -140,10 +147,10 @@ class ShipmentTrackingProjection(Projection):
             values["speed"] = event.speed
         if event.promised_by:
             values["promised_by"] = values["eta"] = utc(event.promised_by)
-        self._save(conn, event, position, **values)
+        self._save(work, event, position, **values)
 
-    def on_tracking_recorded(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
+    def on_tracking_recorded(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
         entry = {
             "update_id": event.update_id,
             "status": event.status,
@@ -168,10 +175,10 @@ class ShipmentTrackingProjection(Projection):
             values["open_exceptions"] = []
             if row["exception_state"] == EXCEPTION_OPEN:
                 values["exception_state"] = EXCEPTION_RESOLVED
-        self._save(conn, event, position, **values)
+        self._save(work, event, position, **values)
 
-    def on_exception_detected(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
+    def on_exception_detected(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
         found = {"kind": event.kind, "detail": event.detail, "at": iso(event.timestamp)}
         # The aggregate keeps one detail per kind (a dict): a repeated kind keeps its place.
         kinds = [e["kind"] for e in row["open_exceptions"]]
@@ -180,11 +187,11 @@ class ShipmentTrackingProjection(Projection):
                                for e in row["open_exceptions"]]
         else:
             open_exceptions = [*row["open_exceptions"], found]
-        self._save(conn, event, position, open_exceptions=open_exceptions,
+        self._save(work, event, position, open_exceptions=open_exceptions,
                    exception_state=EXCEPTION_OPEN)
 
-    def on_exception_resolved(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
+    def on_exception_resolved(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
         resolution = {
             "resolution": event.resolution,
             "pickup_point": event.pickup_point,
@@ -206,12 +213,12 @@ class ShipmentTrackingProjection(Projection):
         elif event.resolution == Resolution.RESCHEDULE:
             values.update(method=DeliveryMethod.SCHEDULED.value,
                           window=dict(event.window) if event.window else None)
-        self._save(conn, event, position, **values)
+        self._save(work, event, position, **values)
 
-    def on_reshipped(self, conn: Connection, event: Any, position: int) -> None:
-        self._save(conn, event, position, reshipped_as=event.replacement_id)
+    def on_reshipped(self, work: BatchWork, event: Any, position: int) -> None:
+        self._save(work, event, position, reshipped_as=event.replacement_id)
 
-    def on_rated(self, conn: Connection, event: Any, position: int) -> None:
+    def on_rated(self, work: BatchWork, event: Any, position: int) -> None:
         rating = {
             "speed": event.speed,
             "courier_attitude": event.courier_attitude,
@@ -219,9 +226,9 @@ class ShipmentTrackingProjection(Projection):
             "comment": event.comment_text,
             "at": iso(event.timestamp),
         }
-        self._save(conn, event, position, rating=rating, rated=True)
+        self._save(work, event, position, rating=rating, rated=True)
 
-    def on_complaint_filed(self, conn: Connection, event: Any, position: int) -> None:
+    def on_complaint_filed(self, work: BatchWork, event: Any, position: int) -> None:
         complaint = {
             "text": event.complaint_text,
             "filed_at": iso(event.timestamp),
@@ -230,10 +237,10 @@ class ShipmentTrackingProjection(Projection):
             "answered_by": None,
             "response_seconds": None,
         }
-        self._save(conn, event, position, complaint=complaint)
+        self._save(work, event, position, complaint=complaint)
 
-    def on_complaint_answered(self, conn: Connection, event: Any, position: int) -> None:
-        row = self._load(conn, event)
+    def on_complaint_answered(self, work: BatchWork, event: Any, position: int) -> None:
+        row = self._load(work, event)
         filed = row["complaint"]
         # How long the member waited for an answer: the service-level figure support tracks.
         waited = event.timestamp - datetime.fromisoformat(filed["filed_at"])
@@ -244,22 +251,15 @@ class ShipmentTrackingProjection(Projection):
             "answered_by": event.meta["actor_id"],
             "response_seconds": waited.total_seconds(),
         }
-        self._save(conn, event, position, complaint=complaint)
+        self._save(work, event, position, complaint=complaint)
 
-    def on_member_erased(self, conn: Connection, event: Any, position: int) -> None:
+    def on_member_erased(self, work: BatchWork, event: Any, position: int) -> None:
         """Blank what the member wrote about their parcels; the rest of each row (times,
         statuses, stars) is not personal and stays for the service figures."""
-        rows = conn.execute(
-            select(shipment_tracking.c.shipment_id, shipment_tracking.c.rating,
-                   shipment_tracking.c.complaint)
-            .where(shipment_tracking.c.member_id == str(event.originator_id))
-        ).all()
-        for shipment_id, rating, complaint in rows:
+        for row in work.find(shipment_tracking, "member_id", str(event.originator_id)):
+            rating, complaint = row["rating"], row["complaint"]
             if not (rating or {}).get("comment") and not (complaint or {}).get("text"):
                 continue
-            conn.execute(
-                update(shipment_tracking)
-                .where(shipment_tracking.c.shipment_id == shipment_id)
-                .values(rating={**rating, "comment": None} if rating else None,
+            work.update(shipment_tracking, row["shipment_id"],
+                        rating={**rating, "comment": None} if rating else None,
                         complaint={**complaint, "text": None} if complaint else None)
-            )

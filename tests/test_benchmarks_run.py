@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {
     "commands": ["--members", "8", "--commands", "16", "--warmup", "2", "--concurrency", "2"],
     "member_query": ["--members", "4", "--requests", "20", "--warmup", "2", "--concurrency", "2"],
-    "rebuild": ["--members", "20", "--no-warm"],
+    "rebuild": ["--members", "20", "--no-warm", "--demo-members", "4", "--demo-days", "30"],
     "checkout": ["--members", "4", "--checkouts", "16", "--warmup", "2", "--concurrency", "2",
                  "--demo-members", "4", "--demo-days", "30"],
     "tracking": ["--shipments", "4", "--updates", "16", "--warmup", "2", "--concurrency", "2",
@@ -34,7 +34,9 @@ EXPECTED = {
     "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
     "member_query": ("graphql_requests_per_s", "bare_requests_per_s", "ratio_graphql_to_bare"),
     "rebuild": ("rebuild_events_per_s", "read_decode_events_per_s",
-                "ratio_rebuild_to_read_decode"),
+                "ratio_rebuild_to_read_decode",
+                *(f"demo_{which}_{figure}" for which in ("member_profiles", "loyalty", "all")
+                  for figure in ("rebuild_events_per_s", "read_decode_events_per_s"))),
     "checkout": ("http_checkouts_per_s", "direct_checkouts_per_s", "ratio_http_to_direct",
                  "loyalty_rebuild_events_per_s", "read_decode_events_per_s"),
     "tracking": ("http_updates_per_s", "direct_updates_per_s", "ratio_http_to_direct",

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from eventsourcing.domain import Aggregate
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, func, select
 
 from api.runtime import Runtime
 from domain.coupon import Coupon, Reward
@@ -23,6 +24,7 @@ from domain.loyalty_rules import LoyaltyRules
 from domain.metadata import Channel, EventMetadata, Role
 from domain.order import Order, validate_lines
 from domain.pricing import CouponTerms, price_order
+from projections.batch_work import BatchWork
 from projections.commerce_tables import (
     coupons,
     loyalty_accounts,
@@ -579,6 +581,51 @@ def test_a_crash_mid_batch_rolls_back_and_resumes_to_the_same_tables(runtime: Ru
     (status,) = runner.status()
     assert status.last_error is None and status.lag == 0
     assert world.snapshot() == expected
+
+
+def test_a_crash_in_the_middle_of_a_flush_leaves_nothing_and_resumes_to_the_same_tables(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loyalty writes a batch with bulk statements at its end: the process dies after the
+    accounts and lots are upserted and the ledger entries inserted, before the commit.
+    Nothing of that batch may remain, and the redone batch must give the same tables."""
+    world = World(runtime)
+    build_history(world)
+    expected = world.snapshot()
+    with runtime.sync_engine.begin() as conn:  # forget the loyalty read model
+        conn.execute(projection_tracking.delete().where(projection_tracking.c.name == "loyalty"))
+        for table in reversed(LoyaltyProjection.tables):
+            conn.execute(table.delete())
+    real_insert_many = BatchWork._insert_many
+    crash = {"flushes": 0, "failed": False}
+
+    def insert_then_crash(work: BatchWork, table: Table, rows: list[dict[str, Any]]) -> None:
+        real_insert_many(work, table, rows)  # the rows are in the transaction, then it dies
+        if table is loyalty_ledger and not crash["failed"]:
+            crash["flushes"] += 1
+            if crash["flushes"] == 3:
+                crash["failed"] = True
+                raise RuntimeError("simulated crash in the middle of a flush")
+
+    monkeypatch.setattr(BatchWork, "_insert_many", insert_then_crash)
+    runner = ProjectionRunner(runtime.sync_engine, runtime.app.recorder,  # type: ignore[arg-type]
+                              runtime.app.mapper, [LoyaltyProjection()], batch_size=9)
+    runner.run_once()
+    assert crash["failed"]
+    (status,) = runner.status()
+    assert status.last_error and "simulated crash" in status.last_error
+    assert 0 < status.position < status.head  # earlier batches stayed committed
+    with runtime.sync_engine.connect() as conn:  # nothing of the failed batch leaked
+        positions = conn.execute(select(loyalty_accounts.c.position)).scalars().all()
+        ledger = conn.execute(select(func.max(loyalty_ledger.c.entry))).scalar()
+    assert positions and max(positions) <= status.position
+    assert ledger is not None
+    assert expected[loyalty_ledger.name] != world.snapshot()[loyalty_ledger.name]
+    runner.run_once()  # "restart" from the committed position
+    (status,) = runner.status()
+    assert status.last_error is None and status.lag == 0
+    assert world.snapshot() == expected
+    world.check_mirrors()
 
 
 def test_a_reused_lot_id_replaces_the_lot_as_in_the_aggregate(runtime: Runtime) -> None:

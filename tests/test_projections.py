@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select
 
 from api.runtime import Runtime, all_projections
 from domain.metadata import Channel, EventMetadata, Role
+from projections.batch_work import BatchWork
 from projections.engine import ProjectionRunner
 from projections.member_profiles import MemberProfilesProjection
 from projections.tables import member_profiles, member_tags, projection_tracking
@@ -154,6 +155,43 @@ def test_a_projection_that_crashes_mid_batch_resumes_and_equals_a_clean_rebuild(
     assert resumed.position == resumed.events_applied == runtime.runner.head()
     after_crash = snapshot(runtime)
 
+    runtime.runner.rebuild("member_profiles")
+    assert snapshot(runtime) == after_crash
+
+
+def test_a_crash_in_the_middle_of_a_flush_commits_nothing_of_the_batch(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """member_profiles writes its batch with bulk upserts at the end: the process dies
+    after the profiles and tags of a batch are written, before the commit."""
+    populate(runtime)
+    real_upsert_many = BatchWork._upsert_many
+    crash = {"tag_flushes": 0, "failed": False}
+
+    def upsert_then_crash(work: BatchWork, table: Any, rows: list[dict[str, Any]]) -> None:
+        real_upsert_many(work, table, rows)
+        if table is member_tags and not crash["failed"]:
+            crash["tag_flushes"] += 1
+            if crash["tag_flushes"] == 2:
+                crash["failed"] = True
+                raise RuntimeError("simulated crash in the middle of a flush")
+
+    monkeypatch.setattr(BatchWork, "_upsert_many", upsert_then_crash)
+    runner = runner_with(runtime, MemberProfilesProjection(), batch_size=6)
+    runner.run_once()
+    crashed = tracking(runtime)
+    assert crash["failed"]
+    assert crashed.last_error and "simulated crash in the middle of a flush" in crashed.last_error
+    assert 0 < crashed.position < runtime.runner.head()
+    with runtime.sync_engine.connect() as conn:
+        applied = conn.execute(select(member_profiles.c.position)).scalars().all()
+    assert max(applied) <= crashed.position  # nothing of the failed batch leaked
+
+    runner.run_once()
+    resumed = tracking(runtime)
+    assert resumed.last_error is None
+    assert resumed.position == resumed.events_applied == runtime.runner.head()
+    after_crash = snapshot(runtime)
     runtime.runner.rebuild("member_profiles")
     assert snapshot(runtime) == after_crash
 

@@ -9,7 +9,14 @@ Each side is timed on a fresh Runtime, so it starts with a cold data-key cache, 
 restart. Unless --no-warm is given, both are timed again on a runtime whose key cache holds
 every key and does not expire, which isolates the cost of fetching keys.
 
+Then, unless --demo-members is 0, a demo year (`api.demo.seed_demo`) is seeded into a
+second database and rebuilt three ways, each beside reading and decoding the same events
+(the notifications the rebuilt read models handle, fetched with their topic filter, in the
+runner's batch size, on a fresh runtime): `member_profiles` alone, `loyalty` alone, and
+every projection at once (all reset, then one shared pass, as after a fresh deploy).
+
     python -m tests.benchmarks.rebuild [--postgres] [--members 2000] [--setup batched|commands]
+        [--demo-members 50] [--demo-days 365]
 """
 
 from __future__ import annotations
@@ -22,16 +29,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from api.config import Settings
+from api.demo import demo_runtime_clock, seed_demo
 from api.runtime import Runtime
+from domain.clock import AdjustableClock
 from domain.member import Member
 from domain.metadata import Role
-from projections.tables import member_profiles
+from projections.tables import member_profiles, projection_tracking
 from tests.benchmarks.common import (
     benchmark_parser,
     environment_figures,
+    fresh_database,
     log,
     metadata_for,
     ratio,
@@ -163,6 +173,12 @@ def read_notifications(runtime: Runtime, batch_size: int, decode: bool) -> int:
         if not notifications:
             return count
         if decode:
+            # As the runner does: the batch's data keys in one query, when the mapper can.
+            prefetch = getattr(mapper, "prefetch_keys", None)
+            projection = runtime.runner.projections[PROJECTION]
+            if prefetch is not None:
+                prefetch({owner for notification in notifications
+                          if (owner := projection.data_key_owner(notification))})
             for notification in notifications:
                 mapper.to_domain_event(notification)
         count += len(notifications)
@@ -285,6 +301,146 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     return figures
 
 
+# -- a demo year ----------------------------------------------------------------------------
+
+DEMO_REBUILDS = ("member_profiles", "loyalty", "all")
+
+
+def read_and_decode_for(runtime: Runtime, names: list[str], batch_size: int) -> int:
+    """Read the notifications `names` handle (the runner's topic filter and batch size) and
+    decode each, applying nothing: the floor of rebuilding those read models. Data keys are
+    fetched per batch as the runner fetches them, so the floor is not inflated by key
+    look-ups the runner no longer makes."""
+    recorder = runtime.app.recorder
+    mapper = runtime.app.mapper
+    topics = sorted(set().union(*(runtime.runner.projections[n].topics for n in names)))
+    start, decoded = 1, 0
+    while True:
+        notifications = recorder.select_notifications(
+            start=start, limit=batch_size, topics=topics
+        )
+        if not notifications:
+            return decoded
+        # As the runner does: the batch's data keys in one query, when the mapper can.
+        prefetch = getattr(mapper, "prefetch_keys", None)
+        if prefetch is not None:
+            prefetch({
+                owner for notification in notifications for name in names
+                if runtime.runner.projections[name].handles(notification.topic)
+                and (owner := runtime.runner.projections[name].data_key_owner(notification))
+            })
+        for notification in notifications:
+            mapper.to_domain_event(notification)
+        decoded += len(notifications)
+        start = notifications[-1].id + 1
+
+
+def rebuild_all(runtime: Runtime) -> int:
+    """Reset every read model (tables emptied, position zero), then replay them together in
+    the shared pass; returns the notifications they handled."""
+    runner = runtime.runner
+    names = list(runner.projections)
+    with runtime.sync_engine.begin() as conn:
+        for name in names:
+            for table in reversed(runner.projections[name].tables):
+                conn.execute(delete(table))
+        conn.execute(
+            update(projection_tracking)
+            .where(projection_tracking.c.name.in_(names))
+            .values(position=0, events_applied=0, last_error=None, last_error_at=None)
+        )
+    runner.applied.clear()
+    runner.run_once()
+    runner.release_leases()
+    failing = runner.failing()
+    if failing:
+        raise RuntimeError(f"read models failed during the rebuild: {failing}")
+    return handled_by(runtime, names)
+
+
+def handled_by(runtime: Runtime, names: list[str]) -> int:
+    topics = sorted(set().union(*(runtime.runner.projections[n].topics for n in names)))
+    recorder = runtime.app.recorder
+    start, count = 1, 0
+    while True:
+        found = recorder.select_notifications(start=start, limit=5000, topics=topics)
+        if not found:
+            return count
+        count += len(found)
+        start = found[-1].id + 1
+
+
+def demo_figures(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    # The demo pays through the built-in simulator; its scheduler is driven by seed_demo.
+    settings = Settings.from_env(url, scheduler_interval=0.0, payment_simulator=True)
+    batch = settings.projection_batch_size
+    demo = Runtime(settings, clock=AdjustableClock(demo_runtime_clock(args.demo_days)))
+    try:
+        log(f"seeding a demo of {args.demo_members} members over {args.demo_days} days …")
+        begun = time.perf_counter()
+        seed_demo(demo, members=args.demo_members, seed=args.seed, days=args.demo_days)
+        seed_s = time.perf_counter() - begun
+        head = demo.runner.head()
+        log(f"demo seeded: head position {head} after {seed_s:.1f}s")
+    finally:
+        demo.close()
+    figures: dict[str, Any] = {
+        "demo_members": args.demo_members,
+        "demo_days": args.demo_days,
+        "demo_seed_s": round(seed_s, 2),
+        "demo_events": head,
+    }
+    for which in DEMO_REBUILDS:
+        runtime = Runtime(settings)
+        try:
+            names = list(runtime.runner.projections) if which == "all" else [which]
+            if which == "all":
+                _, rebuild_s = timed("demo: rebuild of every projection",
+                                     lambda: rebuild_all(runtime))  # noqa: B023
+                events = handled_by(runtime, names)
+            else:
+                events, rebuild_s = timed(f"demo: rebuild of {which}",
+                                          lambda: runtime.runner.rebuild(which))  # noqa: B023
+                # rebuild() counts positions passed; the events are those it handles.
+                events = handled_by(runtime, names)
+        finally:
+            runtime.close()
+        runtime = Runtime(settings)
+        try:
+            decoded, read_decode_s = timed(
+                f"demo: read + decode for {which}",
+                lambda: read_and_decode_for(runtime, names, batch),  # noqa: B023
+            )
+        finally:
+            runtime.close()
+        if decoded != events:
+            log(f"WARNING: {which}: rebuild handled {events} events, the read pass {decoded}")
+        rebuild_rate = per_second(events, rebuild_s)
+        read_rate = per_second(decoded, read_decode_s)
+        log(f"demo {which}: rebuild {rebuild_rate:.0f} events/s, read + decode "
+            f"{read_rate:.0f} events/s ({events} events)")
+        figures.update({
+            f"demo_{which}_events": events,
+            f"demo_{which}_rebuild_s": round(rebuild_s, 3),
+            f"demo_{which}_rebuild_events_per_s": rebuild_rate,
+            f"demo_{which}_read_decode_events_per_s": read_rate,
+            f"demo_{which}_ratio_rebuild_to_read_decode": ratio(rebuild_rate, read_rate),
+        })
+    return figures
+
+
+def run_all(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    figures = run(args, url)
+    if args.demo_members:
+        # The demo year gets a throw-away database of its own, on the same backend.
+        demo_args = argparse.Namespace(**vars(args))
+        if not args.postgres and not str(url).startswith("postgresql"):
+            demo_args.database_url = None
+        with fresh_database(demo_args) as demo_url:
+            figures.update(demo_figures(args, demo_url))
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--members", type=int, default=2000,
@@ -301,7 +457,12 @@ def main(argv: list[str] | None = None) -> None:
                         "threads were slower on both backends)")
     parser.add_argument("--no-warm", dest="warm", action="store_false",
                         help="skip the runs with a warm data-key cache")
-    run_benchmark(parser, run, argv)
+    parser.add_argument("--demo-members", type=int, default=50,
+                        help="members of the demo year rebuilt (default 50; 0 skips it)")
+    parser.add_argument("--demo-days", type=int, default=365,
+                        help="days the demo simulates (default 365)")
+    parser.add_argument("--seed", type=int, default=7, help="demo seed (default 7)")
+    run_benchmark(parser, run_all, argv)
 
 
 if __name__ == "__main__":
