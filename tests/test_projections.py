@@ -181,7 +181,7 @@ def test_a_crash_in_the_middle_of_a_flush_commits_nothing_of_the_batch(
     runner.run_once()
     crashed = tracking(runtime)
     assert crash["failed"]
-    assert crashed.last_error and "simulated crash in the middle of a flush" in crashed.last_error
+    assert crashed.last_error and "in upsert_then_crash" in crashed.last_error
     assert 0 < crashed.position < runtime.runner.head()
     with runtime.sync_engine.connect() as conn:
         applied = conn.execute(select(member_profiles.c.position)).scalars().all()
