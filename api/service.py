@@ -22,6 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Transcoder
 from eventsourcing.utils import get_topic
+from sqlalchemy.exc import DBAPIError
 
 from api.personal_data import DataKeyStore, PersonalDataCipher, PersonalDataMapper
 from domain.clock import Clock
@@ -131,12 +132,25 @@ class UnitOfWork:
         return Session(self.app).get(aggregate_type, aggregate_id)
 
     def run(self, decide: Callable[[Session], T]) -> Outcome[T]:
-        """Run `decide` on fresh state and save what it changed; retry on a clash."""
+        """Run `decide` on fresh state and save what it changed; retry on a clash.
+
+        Pools no longer pre-ping: a connection that died while idle (a database restart)
+        fails its first statement instead. The event store retries its own reads and writes
+        on a fresh connection; a data-key lookup (SQLAlchemy) that meets one fails before
+        anything is written, so the whole command is run again, once.
+        """
+        retried_dead_connection = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
             session = Session(self.app)
-            value = decide(session)
             try:
+                value = decide(session)
                 recordings = self.app.save(*session.aggregates)
+            except DBAPIError as error:
+                if not error.connection_invalidated or retried_dead_connection:
+                    raise
+                retried_dead_connection = True
+                log.warning("dead database connection; running the command again once")
+                continue
             except IntegrityError:
                 log.info("version clash (attempt %d); retrying", attempt)
                 # Exponential backoff with full jitter spreads out a crowd of writers.
