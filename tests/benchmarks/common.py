@@ -525,18 +525,18 @@ def counting_statements(runtime: Runtime) -> Iterator[list[str]]:
     def on_rollback(_conn: Any) -> None:
         note("ROLLBACK")
 
-    recorders = [runtime.app.recorder]
+    recorders: list[Any] = [runtime.app.recorder]
     if runtime.app.snapshots is not None:
         recorders.append(runtime.app.snapshots.recorder)
     patched: list[tuple[Any, str]] = []
     for recorder in recorders:
         for name in ("select_notifications", "max_notification_id", "select_events",
                      "insert_events"):
-            original = getattr(recorder, name, None)
-            if original is None:
+            found: Any = getattr(recorder, name, None)
+            if found is None:
                 continue
 
-            def counted(*args: Any, _original: Any = original, _name: str = name,
+            def counted(*args: Any, _original: Any = found, _name: str = name,
                         **kwargs: Any) -> Any:
                 note(f"event-store {_name}")
                 return _original(*args, **kwargs)

@@ -21,7 +21,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
-SIZES = {
+SIZES: dict[str, dict[str, list[str]]] = {
     "small": {
         "commands": ["--members", "100", "--commands", "400", "--warmup", "20"],
         "checkout": ["--members", "50", "--checkouts", "200", "--warmup", "10",

@@ -113,7 +113,7 @@ def statements_per_command(runtime: Runtime, member: uuid.UUID) -> dict[str, Any
 def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     runtime = Runtime(Settings.from_env(url))
     figures: dict[str, Any] = {"benchmark": "writes", **environment_figures(url)}
-    bare = Application(env=bare_env(runtime))
+    bare: Application[Any] = Application(env=bare_env(runtime))
     try:
         members = register_members(runtime, args.members)
         figures.update(statements_per_command(runtime, members[0]))
