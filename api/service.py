@@ -18,12 +18,13 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Transcoder
 from eventsourcing.utils import get_topic
 from sqlalchemy.exc import DBAPIError
 
+from api.event_loading import OneTripRepository
 from api.personal_data import DataKeyStore, PersonalDataCipher, PersonalDataMapper
 from domain.clock import Clock
 from domain.coupon import Coupon, CouponSource
@@ -60,6 +61,18 @@ class PatronApplication(Application[UUID]):
             RecommenderRegistry: snapshot_interval,
         }
         super().__init__({**env, "IS_SNAPSHOTTING_ENABLED": "y"})
+
+    def construct_repository(self) -> Repository[UUID]:
+        """On PostgreSQL a load is one statement (snapshot and later events together)."""
+        library = super().construct_repository()
+        return OneTripRepository(
+            event_store=library.event_store,
+            snapshot_store=library.snapshot_store,
+            cache_maxsize=None if library.cache is None else getattr(library.cache, "maxsize", 0),
+            fastforward=library.fastforward,
+            fastforward_skipping=library.fastforward_skipping,
+            deepcopy_from_cache=library.deepcopy_from_cache,
+        )
 
     def construct_mapper(self) -> PersonalDataMapper:
         transcoder: Transcoder = self.construct_transcoder()
