@@ -5,27 +5,34 @@ has written in `X-Patron-Min-Position`; the server also remembers, per subject, 
 position it wrote in this process. A query waits (bounded) only for the projections whose
 tables it actually reads to reach that position (a query reading nothing a projection
 writes does not wait), then answers; past the bound it fails with a typed error. The
-projection runner in this process wakes waiters when it commits; only when projections run
-in another process does a waiter poll the tracking table.
+projection runner in this process wakes waiters when it commits. When projections run in
+another process, on PostgreSQL each projection commit sends NOTIFY on
+`patron_projections` and a LISTEN connection here wakes the waiters (they look at the
+tracking table when told their position is reached, and once a second as a safety net);
+on SQLite (single-process by default) such a waiter polls the tracking table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import Table, event, func, select
+from sqlalchemy import Connection, Table, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ClauseElement, TextClause
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.util import await_only
 
 from projections.tables import projection_tracking
+
+log = logging.getLogger("patron.consistency")
 
 
 class ProjectionLagError(Exception):
@@ -72,8 +79,106 @@ async def projections_position(engine: AsyncEngine, names: list[str]) -> int:
 
 
 # Cross-process fallback: how often a waiter looks at projection_tracking when no runner
-# in this process leads the projections it waits for.
+# in this process leads the projections it waits for (SQLite, or no LISTEN connection).
 DATABASE_POLL_SECONDS = 0.05
+# With a LISTEN connection (PostgreSQL), waiters are woken by the runner's NOTIFY; they
+# still look at the database this often as a safety net (a notification lost with a
+# dropped connection).
+NOTIFIED_POLL_SECONDS = 1.0
+
+# The channel each projection batch's commit notifies on PostgreSQL; the payload is JSON,
+# {"position": P, "names": [...]}: those read models have reached P.
+PROJECTIONS_CHANNEL = "patron_projections"
+
+
+def announce_on_commit(conn: Connection, names: Sequence[str], position: int) -> None:
+    """Inside a projection batch's transaction: NOTIFY, delivered when it commits (and
+    never if it rolls back)."""
+    payload = json.dumps({"position": position, "names": list(names)}, separators=(",", ":"))
+    conn.execute(select(func.pg_notify(PROJECTIONS_CHANNEL, payload)))
+
+
+class ProjectionNotifications:
+    """PostgreSQL: LISTENs for the projection runners' commits, in any process.
+
+    A thread holds one connection in LISTEN; each notification records how far the named
+    read models have got (a hint: a waiter that sees its position reached confirms it in
+    the database once) and wakes this process's waiters through `changes`. Started the
+    first time a waiter needs it: a process whose own runner leads every read model never
+    opens the connection.
+    """
+
+    def __init__(self, conninfo: str, changes: ReadModelChanges) -> None:
+        self.conninfo = conninfo
+        self.changes = changes
+        self.positions: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def ensure_started(self, wait: float = 2.0) -> bool:
+        """Start the listener if needed; True once it is LISTENing (waits up to `wait`)."""
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._listen, name="projections-notifications", daemon=True)
+                self._thread.start()
+        return self._listening.wait(wait) if wait else self.listening
+
+    def reached(self, names: Sequence[str]) -> int | None:
+        """The position all of `names` have reached according to notifications, if known."""
+        with self._lock:
+            known = [self.positions.get(name) for name in names]
+        if not known or any(position is None for position in known):
+            return None
+        return min(position for position in known if position is not None)
+
+    def _received(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            position = int(message["position"])
+            names = [str(name) for name in message["names"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable projection notification %r", payload[:200])
+            names, position = [], 0
+        with self._lock:
+            for name in names:
+                # A rebuild moves a read model back: the latest commit is the truth.
+                self.positions[name] = position
+        self.changes.notify()
+
+    def _listen(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(PROJECTIONS_CHANNEL)))
+                    self._listening.set()
+                    # Whatever was committed before LISTEN took effect: waiters look again.
+                    self.changes.notify()
+                    while not self._stop.is_set():
+                        for notification in conn.notifies(timeout=0.5, stop_after=1):
+                            self._received(notification.payload)
+            except Exception:
+                log.warning("projection LISTEN connection lost; retrying", exc_info=True)
+            self._listening.clear()
+            with self._lock:
+                self.positions.clear()  # notifications may have been missed meanwhile
+            self.changes.notify()  # waiters fall back to polling until it is back
+            self._stop.wait(1.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
 
 async def wait_for_position(
@@ -83,14 +188,17 @@ async def wait_for_position(
     timeout: float,
     local: Callable[[list[str]], int | None] = lambda _names: None,
     changes: ReadModelChanges | None = None,
+    notifications: ProjectionNotifications | None = None,
 ) -> None:
     """Return once every projection in `names` has reached `wanted`, or raise ProjectionLagError.
 
     `local` reports what a runner in this process has committed (None if no runner here
     leads them all): then the waiter costs no round trip and sleeps until the runner's
     commit wakes it through `changes`. Otherwise the database, the truth when projections
-    run in another process, is polled. `names` may be a function, asked again at each
-    wake-up (the set can shrink while waiting, e.g. when a read model starts failing).
+    run in another process, is consulted: on PostgreSQL when `notifications` (LISTEN) says
+    the position is reached (and at NOTIFIED_POLL_SECONDS as a safety net), else polled.
+    `names` may be a function, asked again at each wake-up (the set can shrink while
+    waiting, e.g. when a read model starts failing).
     """
     if wanted <= 0:
         return
@@ -98,6 +206,7 @@ async def wait_for_position(
     deadline = time.monotonic() + timeout
     delay = 0.002
     reached = 0
+    look = True  # at the database: first, on a notified arrival, and on each safety poll
     while True:
         with changes.listening() as woken:  # registered before looking: no lost wake-up
             waited_for = names() if callable(names) else names
@@ -106,10 +215,16 @@ async def wait_for_position(
             known = local(waited_for)
             if known is not None and known >= wanted:
                 return
+            # Never blocks: until the listener is LISTENing, this waiter polls.
+            listener = notifications if known is None and notifications is not None and (
+                notifications.ensure_started(wait=0)) else None
+            listened = listener is not None
             if known is None:
-                reached = await projections_position(engine, waited_for)
-                if reached >= wanted:
-                    return
+                hint = listener.reached(waited_for) if listener is not None else None
+                if look or hint is None or hint >= wanted:
+                    reached = await projections_position(engine, waited_for)
+                    if reached >= wanted:
+                        return
             else:
                 reached = known
             remaining = deadline - time.monotonic()
@@ -117,6 +232,9 @@ async def wait_for_position(
                 raise ProjectionLagError(wanted, reached, timeout)
             if known is not None:
                 await changes.wait_on(woken, remaining)
+            elif listened:
+                await changes.wait_on(woken, min(NOTIFIED_POLL_SECONDS, remaining))
+                look = not woken.is_set()  # a timeout: look at the database anyway
             else:
                 await changes.wait_on(woken, min(delay, remaining))
                 delay = min(delay * 2, DATABASE_POLL_SECONDS)

@@ -24,9 +24,11 @@ from api.catalogue import CatalogueService
 from api.commerce import LoyaltyService, OrderService
 from api.config import Settings
 from api.consistency import (
+    ProjectionNotifications,
     ReadGate,
     ReadModelChanges,
     WriteTracker,
+    announce_on_commit,
     install_read_gate,
     owners_of_tables,
     require_for_this_task,
@@ -145,6 +147,14 @@ class Runtime:
             poll_interval=settings.projection_poll_interval * (10 if database.is_postgres else 1),
             listen_conninfo=postgres_conninfo(database) if database.is_postgres else None,
             on_commit=self.changes.notify,
+            # On PostgreSQL each batch's commit NOTIFYs waiters in other processes.
+            announce=announce_on_commit if database.is_postgres else None,
+        )
+        # Waiters here whose read models another process runs are woken by its NOTIFY
+        # (PostgreSQL); on SQLite they poll (the SQLite default is one process).
+        self.notifications = (
+            ProjectionNotifications(postgres_conninfo(database), self.changes)
+            if database.is_postgres else None
         )
         self.uow = UnitOfWork(self.app, on_recorded=lambda _position: self.runner.nudge())
         self.rules = settings.loyalty_rules
@@ -198,7 +208,8 @@ class Runtime:
     ) -> None:
         """Read-your-writes: wait (bounded) until `names` include `position`.
 
-        Woken by this process's runner when it leads them, else by polling the database.
+        Woken by this process's runner when it leads them, else by another process's
+        runner through NOTIFY (PostgreSQL), else by polling the database.
         Without `names` (a mutation about to read its payload) it waits for every read model
         except those this runner is backing off from, and gates the rest of the task's reads:
         a payload that reads a failing read model waits for it alone, the others answer.
@@ -217,6 +228,7 @@ class Runtime:
             self.settings.read_your_writes_timeout,
             local=self.runner.reached,
             changes=self.changes,
+            notifications=self.notifications,
         )
         if gate is not None and position:  # the payload's reads of these need not ask again
             gate.satisfied.update(name for name in self.projection_names
@@ -239,6 +251,8 @@ class Runtime:
     def close(self) -> None:
         self.scheduler.stop()
         self.runner.stop()
+        if self.notifications is not None:
+            self.notifications.stop()
         self.webhooks.close()
         self.app.close()
         self.sync_engine.dispose()

@@ -18,11 +18,13 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Transcoder
 from eventsourcing.utils import get_topic
+from sqlalchemy.exc import DBAPIError
 
+from api.event_loading import OneTripRepository
 from api.personal_data import DataKeyStore, PersonalDataCipher, PersonalDataMapper
 from domain.clock import Clock
 from domain.coupon import Coupon, CouponSource
@@ -59,6 +61,18 @@ class PatronApplication(Application[UUID]):
             RecommenderRegistry: snapshot_interval,
         }
         super().__init__({**env, "IS_SNAPSHOTTING_ENABLED": "y"})
+
+    def construct_repository(self) -> Repository[UUID]:
+        """On PostgreSQL a load is one statement (snapshot and later events together)."""
+        library = super().construct_repository()
+        return OneTripRepository(
+            event_store=library.event_store,
+            snapshot_store=library.snapshot_store,
+            cache_maxsize=None if library.cache is None else getattr(library.cache, "maxsize", 0),
+            fastforward=library.fastforward,
+            fastforward_skipping=library.fastforward_skipping,
+            deepcopy_from_cache=library.deepcopy_from_cache,
+        )
 
     def construct_mapper(self) -> PersonalDataMapper:
         transcoder: Transcoder = self.construct_transcoder()
@@ -131,12 +145,25 @@ class UnitOfWork:
         return Session(self.app).get(aggregate_type, aggregate_id)
 
     def run(self, decide: Callable[[Session], T]) -> Outcome[T]:
-        """Run `decide` on fresh state and save what it changed; retry on a clash."""
+        """Run `decide` on fresh state and save what it changed; retry on a clash.
+
+        Pools no longer pre-ping: a connection that died while idle (a database restart)
+        fails its first statement instead. The event store retries its own reads and writes
+        on a fresh connection; a data-key lookup (SQLAlchemy) that meets one fails before
+        anything is written, so the whole command is run again, once.
+        """
+        retried_dead_connection = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
             session = Session(self.app)
-            value = decide(session)
             try:
+                value = decide(session)
                 recordings = self.app.save(*session.aggregates)
+            except DBAPIError as error:
+                if not error.connection_invalidated or retried_dead_connection:
+                    raise
+                retried_dead_connection = True
+                log.warning("dead database connection; running the command again once")
+                continue
             except IntegrityError:
                 log.info("version clash (attempt %d); retrying", attempt)
                 # Exponential backoff with full jitter spreads out a crowd of writers.

@@ -179,6 +179,7 @@ class ReadModelRunner:
         listen_conninfo: str | None = None,
         owner: str | None = None,
         on_commit: Callable[[], None] | None = None,
+        announce: Callable[[Connection, Sequence[str], int], None] | None = None,
     ) -> None:
         self.engine = engine
         self.recorder = recorder
@@ -190,6 +191,8 @@ class ReadModelRunner:
         self.listen_conninfo = listen_conninfo
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.on_commit = on_commit
+        # Called inside each batch's transaction (PostgreSQL: a NOTIFY, sent on commit).
+        self.announce = announce
         # Positions this runner knows each read model has reached (it committed them, or
         # read them while leading): lets waiters in this process skip the database.
         self.applied: dict[str, int] = {}
@@ -482,6 +485,8 @@ class ReadModelRunner:
                     .returning(projection_tracking.c.name)
                 ).scalars()
             )
+            if moved and self.announce is not None:
+                self.announce(conn, sorted(moved), end)
             for name in set(names) - moved:
                 log.info("projection %s: another runner applied position %s first", name, start)
                 self.applied.pop(name, None)

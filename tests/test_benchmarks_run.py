@@ -29,6 +29,7 @@ TINY = {
     "edge": ["--hostile", "200", "--concurrency", "2", "--probes", "50", "--repeats", "2"],
     "fuzz": ["--requests", "40"],
     "spine": ["--members", "4", "--writes", "16"],
+    "writes": ["--members", "8", "--commands", "16"],
 }
 EXPECTED = {
     "commands": ("http_commands_per_s", "direct_commands_per_s", "ratio_http_to_direct"),
@@ -50,6 +51,8 @@ EXPECTED = {
              "costly_refused_p50_ms", "bomb_parse_and_price_p50_ms"),
     "fuzz": ("requests", "requests_per_s"),
     "spine": ("statements_per_pass", "visible_1w_p50_ms", "visible_8w_p50_ms"),
+    "writes": ("statements_per_command", "direct_1w_commands_per_s", "bare_1w_saves_per_s",
+               "ratio_direct_to_bare_8w"),
 }
 
 

@@ -79,6 +79,20 @@ async def test_asking_to_pay_opens_an_attempt_for_the_amount_due_and_pays_nothin
     assert (await order_of(client, order["id"], ann.token))["state"] == "PLACED"
 
 
+async def test_asking_to_pay_answers_without_waiting_out_the_read_your_writes_timeout(
+    client: httpx.AsyncClient, live_runtime: Runtime
+) -> None:
+    """The orders read model does not show a payment request, so the order row keeps the
+    version it had: the answer must not wait for the request's version (it never comes)."""
+    assert live_runtime.settings.read_your_writes_timeout >= 5.0
+    ann = await shopper(client)
+    order = await place(client, ann, [line("lamp", 1, 6_500)])
+    begun = time.monotonic()
+    asked = await request_payment(client, order["id"], ann.token, "ALIPAY")
+    assert time.monotonic() - begun < 2.5
+    assert asked["position"] is not None and asked["order"]["state"] == "PLACED"
+
+
 async def test_a_member_cannot_mark_an_order_paid(
     client: httpx.AsyncClient, live_runtime: Runtime
 ) -> None:

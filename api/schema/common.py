@@ -222,6 +222,12 @@ async def written_row(
         await ctx.runtime.wait_for_read_models(result.position)
     except Exception:
         return None
+    if result.position is not None:
+        # The read models include this write: the row is as new as it gets. (Its version
+        # need not be the aggregate's: a read model skips events it does not show, such
+        # as an order's payment request, and waiting for that version would only end at
+        # the timeout.)
+        return await fetch()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.runtime.settings.read_your_writes_timeout
     while True:

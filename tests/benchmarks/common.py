@@ -457,3 +457,101 @@ class FailureLog:
             log(f"{self.what} {index} failed: {why[:300]}")
         self.count += 1
         return False
+
+
+# -- statement counting ---------------------------------------------------------------------
+
+
+def _first_words(text: Any) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    elif not isinstance(text, str):
+        text = text.as_string(None) if hasattr(text, "as_string") else str(text)
+    return " ".join(text.split()[:3])
+
+
+@contextlib.contextmanager
+def counting_statements(runtime: Runtime) -> Iterator[list[str]]:
+    """Every statement sent while the block runs (first words only; "" is a pre-ping).
+
+    PostgreSQL: counted at psycopg, which SQLAlchemy and the event store both use: every
+    query, every BEGIN/COMMIT/ROLLBACK (psycopg sends those as commands, not through a
+    cursor) and every pool pre-ping. SQLite: SQLAlchemy's statements and transaction ends,
+    plus one per event-store call (the library drives sqlite3 itself).
+    """
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def note(text: Any) -> None:
+        with lock:
+            seen.append(_first_words(text))
+
+    if runtime.settings.database.is_postgres:
+        from psycopg import Cursor
+        from psycopg._connection_base import BaseConnection
+
+        originals = {
+            (Cursor, "execute"): Cursor.execute,
+            (Cursor, "executemany"): Cursor.executemany,
+            (BaseConnection, "_exec_command"): BaseConnection._exec_command,
+        }
+
+        def wrap(original: Any) -> Any:
+            def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                note(query)
+                return original(self, query, *args, **kwargs)
+
+            return counted
+
+        for (owner, name), original in originals.items():
+            setattr(owner, name, wrap(original))
+        try:
+            yield seen
+        finally:
+            for (owner, name), original in originals.items():
+                setattr(owner, name, original)
+        return
+
+    from sqlalchemy import event as sa_event
+
+    engine = runtime.sync_engine
+
+    def on_statement(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        note(statement)
+
+    def on_commit(_conn: Any) -> None:
+        note("COMMIT")
+
+    def on_rollback(_conn: Any) -> None:
+        note("ROLLBACK")
+
+    recorders: list[Any] = [runtime.app.recorder]
+    if runtime.app.snapshots is not None:
+        recorders.append(runtime.app.snapshots.recorder)
+    patched: list[tuple[Any, str]] = []
+    for recorder in recorders:
+        for name in ("select_notifications", "max_notification_id", "select_events",
+                     "insert_events"):
+            found: Any = getattr(recorder, name, None)
+            if found is None:
+                continue
+
+            def counted(*args: Any, _original: Any = found, _name: str = name,
+                        **kwargs: Any) -> Any:
+                note(f"event-store {_name}")
+                return _original(*args, **kwargs)
+
+            setattr(recorder, name, counted)
+            patched.append((recorder, name))
+
+    sa_event.listen(engine, "before_cursor_execute", on_statement)
+    sa_event.listen(engine, "commit", on_commit)
+    sa_event.listen(engine, "rollback", on_rollback)
+    try:
+        yield seen
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", on_statement)
+        sa_event.remove(engine, "commit", on_commit)
+        sa_event.remove(engine, "rollback", on_rollback)
+        for recorder, name in patched:
+            delattr(recorder, name)

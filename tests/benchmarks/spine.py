@@ -23,102 +23,20 @@ import argparse
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-
-from sqlalchemy import event
 
 from api.config import Settings
 from api.runtime import Runtime
 from tests.benchmarks.common import (
     LoadResult,
     benchmark_parser,
+    counting_statements,
     environment_figures,
     log,
     metadata_for,
     register_members,
     run_benchmark,
 )
-
-
-@contextmanager
-def counting_statements(runtime: Runtime) -> Iterator[list[str]]:
-    """Every statement sent while the block runs (first words only)."""
-    seen: list[str] = []
-    if runtime.settings.database.is_postgres:
-        import psycopg
-
-        originals = {
-            "execute": psycopg.Cursor.execute,
-            "executemany": psycopg.Cursor.executemany,
-            "commit": psycopg.Connection.commit,
-            "rollback": psycopg.Connection.rollback,
-        }
-
-        def wrap(name: str) -> Any:
-            original = originals[name]
-
-            def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-                text = args[0] if args else name.upper()
-                if not isinstance(text, str):
-                    text = str(getattr(text, "as_string", lambda _c: text)(None)
-                               if hasattr(text, "as_string") else text)
-                seen.append(" ".join(str(text).split()[:3]) if name.startswith("exec")
-                            else name.upper())
-                return original(self, *args, **kwargs)
-
-            return counted
-
-        psycopg.Cursor.execute = wrap("execute")  # type: ignore[method-assign]
-        psycopg.Cursor.executemany = wrap("executemany")  # type: ignore[method-assign]
-        psycopg.Connection.commit = wrap("commit")  # type: ignore[method-assign]
-        psycopg.Connection.rollback = wrap("rollback")  # type: ignore[method-assign]
-        try:
-            yield seen
-        finally:
-            psycopg.Cursor.execute = originals["execute"]  # type: ignore[method-assign]
-            psycopg.Cursor.executemany = originals["executemany"]  # type: ignore[method-assign]
-            psycopg.Connection.commit = originals["commit"]  # type: ignore[method-assign]
-            psycopg.Connection.rollback = originals["rollback"]  # type: ignore[method-assign]
-        return
-
-    engine = runtime.sync_engine
-
-    def on_statement(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
-        seen.append(" ".join(statement.split()[:3]))
-
-    def on_commit(_conn: Any) -> None:
-        seen.append("COMMIT")
-
-    def on_rollback(_conn: Any) -> None:
-        seen.append("ROLLBACK")
-
-    recorder = runtime.app.recorder
-    original_select = recorder.select_notifications
-    original_max = recorder.max_notification_id
-
-    def select_notifications(*args: Any, **kwargs: Any) -> Any:
-        seen.append("SELECT (event store notifications)")
-        return original_select(*args, **kwargs)
-
-    def max_notification_id(*args: Any, **kwargs: Any) -> Any:
-        seen.append("SELECT (event store max id)")
-        return original_max(*args, **kwargs)
-
-    event.listen(engine, "before_cursor_execute", on_statement)
-    event.listen(engine, "commit", on_commit)
-    event.listen(engine, "rollback", on_rollback)
-    recorder.select_notifications = select_notifications  # type: ignore[method-assign]
-    recorder.max_notification_id = max_notification_id  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", on_statement)
-        event.remove(engine, "commit", on_commit)
-        event.remove(engine, "rollback", on_rollback)
-        recorder.select_notifications = original_select  # type: ignore[method-assign]
-        recorder.max_notification_id = original_max  # type: ignore[method-assign]
 
 
 def statements_for_one_event(runtime: Runtime, member: uuid.UUID) -> dict[str, Any]:
