@@ -126,13 +126,16 @@ class MemberStatus(StrEnum):
     CLOSED = "closed"
 
 
-PERSONAL_FIELDS = ("name", "email", "phone", "birthday")
+# Personal data: encrypted under the member's key and gone when they are erased. Occupation
+# and city identify a person together with the rest; gender, education, income band and
+# region are coarse enough to stay for segment figures after erasure. (Events recorded
+# before occupation and city moved here hold them in `profile`; read models blank them on
+# erasure.)
+PERSONAL_FIELDS = ("name", "email", "phone", "birthday", "occupation", "city")
 PROFILE_FIELDS = (
     "gender",
-    "occupation",
     "education",
     "income_band",
-    "city",
     "region",
     "preferred_channel",
     "language",

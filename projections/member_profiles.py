@@ -103,7 +103,7 @@ class MemberProfilesProjection(Projection):
         if not personal:
             return {}
         values: dict[str, Any] = {}
-        for field in ("name", "email", "phone"):
+        for field in ("name", "email", "phone", "occupation", "city"):
             if field in personal:
                 values[field] = personal[field]
         if "birthday" in personal:
@@ -126,9 +126,11 @@ class MemberProfilesProjection(Projection):
             "birthday": _birthday(personal.get("birthday")),
             "default_address": None,
             **{field: profile.get(field) for field in (
-                "gender", "occupation", "education", "income_band", "city", "region",
-                "preferred_channel", "language",
+                "gender", "education", "income_band", "region", "preferred_channel", "language",
             )},
+            # Personal since they moved out of `profile` (older events hold them there).
+            "occupation": personal.get("occupation", profile.get("occupation")),
+            "city": personal.get("city", profile.get("city")),
             "preferences": {},
             "consents": {},
             "status": "active",
@@ -197,6 +199,8 @@ class MemberProfilesProjection(Projection):
             email=None,
             phone=None,
             birthday=None,
+            occupation=None,
+            city=None,
             default_address=None,
             erased=True,
             erased_at=event.timestamp,

@@ -24,7 +24,7 @@ def test_long_streams_are_snapshotted_with_personal_data_encrypted(runtime: Runt
         {"name": "Sana Ito", "email": "sana.ito@example.com"}, meta()
     ).aggregate_id
     for index in range(interval + 5):
-        runtime.members.update_profile(member_id, {"city": f"City {index}"}, meta())
+        runtime.members.update_profile(member_id, {"region": f"Region {index}"}, meta())
 
     assert runtime.app.snapshots is not None
     snapshots = list(runtime.app.snapshots.get(member_id))
@@ -38,7 +38,7 @@ def test_long_streams_are_snapshotted_with_personal_data_encrypted(runtime: Runt
 
     member = runtime.members.get(member_id)
     assert member.version == interval + 6
-    assert member.profile["city"] == f"City {interval + 4}"
+    assert member.profile["region"] == f"Region {interval + 4}"
     assert member.personal == {"name": "Sana Ito", "email": "sana.ito@example.com"}
 
 
@@ -56,7 +56,7 @@ def test_on_postgresql_a_load_is_one_statement_and_the_same_aggregate(
     long_id = runtime.members.register(
         {"name": "Sana Ito", "email": "sana.ito@example.com"}, meta()).aggregate_id
     for index in range(interval + 3):
-        runtime.members.update_profile(long_id, {"city": f"City {index}"}, meta())
+        runtime.members.update_profile(long_id, {"region": f"Region {index}"}, meta())
     short_id = runtime.members.register(
         {"name": "Ken Mori", "email": "ken@example.com"}, meta()).aggregate_id
     repository = runtime.app.repository
@@ -70,7 +70,7 @@ def test_on_postgresql_a_load_is_one_statement_and_the_same_aggregate(
         library = Repository._reconstruct_aggregate(
             repository, member_id, None, project_aggregate)
         assert vars(member) == vars(library)
-    assert repository.get(long_id).profile["city"] == f"City {interval + 2}"
+    assert repository.get(long_id).profile["region"] == f"Region {interval + 2}"
 
 
 def test_snapshots_do_not_bring_back_erased_personal_data(runtime: Runtime) -> None:
@@ -78,7 +78,7 @@ def test_snapshots_do_not_bring_back_erased_personal_data(runtime: Runtime) -> N
         {"name": "Sana Ito", "email": "sana.ito@example.com"}, meta()
     ).aggregate_id
     for index in range(runtime.settings.snapshot_interval):
-        runtime.members.update_profile(member_id, {"city": f"City {index}"}, meta())
+        runtime.members.update_profile(member_id, {"region": f"Region {index}"}, meta())
     admin = EventMetadata("admin", Role.ADMIN, Channel.ADMIN, "c", None, "r", "GDPR")
     runtime.members.erase(member_id, admin)
     member = runtime.members.get(member_id)
@@ -189,15 +189,15 @@ def test_without_pre_ping_a_command_survives_connections_killed_while_idle(
 
     member = runtime.members.register(
         {"name": "Kai Ota", "email": "kai@example.com"}, meta("anonymous")).aggregate_id
-    runtime.members.update_profile(member, {"city": "Osaka"}, meta())  # pools in use
+    runtime.members.update_profile(member, {"region": "Kansai"}, meta())  # pools in use
     with psycopg.connect(postgres_conninfo(runtime.settings.database), autocommit=True) as conn:
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     assert killed is not None and killed[0] >= 2  # the event store's and SQLAlchemy's
-    result = runtime.members.update_profile(member, {"city": "Kobe"}, meta())
-    assert runtime.members.get(member).profile["city"] == "Kobe"
+    result = runtime.members.update_profile(member, {"region": "Hyogo"}, meta())
+    assert runtime.members.get(member).profile["region"] == "Hyogo"
     assert result.position is not None
 
 

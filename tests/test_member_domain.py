@@ -105,7 +105,7 @@ def only_event(member: Member) -> Any:
 
 
 def test_registration_records_one_event_with_personal_data_kept_apart_from_the_profile() -> None:
-    member = register(city="Hangzhou", phone="+86 13812345678", language="zh-CN")
+    member = register(region="Hangzhou", phone="+86 13812345678", language="zh-CN")
 
     event = only_event(member)
 
@@ -115,7 +115,7 @@ def test_registration_records_one_event_with_personal_data_kept_apart_from_the_p
         "email": "ann@example.com",
         "phone": "+86 13812345678",
     }
-    assert event.profile == {"city": "Hangzhou", "language": "zh-CN"}
+    assert event.profile == {"region": "Hangzhou", "language": "zh-CN"}
     assert member.status == "active"
     assert member.erased is False
     assert member.registration_channel == "web"
@@ -125,10 +125,10 @@ def test_registration_records_one_event_with_personal_data_kept_apart_from_the_p
 
 
 def test_registration_normalises_whitespace_in_text_fields() -> None:
-    member = register(name="  Ann    Lee ", city=" New   York ")
+    member = register(name="  Ann    Lee ", region=" New   York ")
     assert member.personal is not None
     assert member.personal["name"] == "Ann Lee"
-    assert member.profile["city"] == "New York"
+    assert member.profile["region"] == "New York"
 
 
 @pytest.mark.parametrize(
@@ -182,7 +182,7 @@ def test_a_birthday_of_today_is_accepted() -> None:
         ({"phone": "123"}, "phone"),
         ({"phone": "+" + "1" * 25}, "phone"),
         ({"occupation": " "}, "occupation"),
-        ({"city": "x" * 101}, "city"),
+        ({"region": "x" * 101}, "region"),
     ],
     ids=lambda value: str(value)[:40] if isinstance(value, dict) else str(value),
 )
@@ -234,34 +234,35 @@ def test_staff_registering_a_member_must_give_a_reason() -> None:
 
 
 def test_a_profile_update_changes_only_the_fields_given() -> None:
-    member = registered(city="Hangzhou", occupation="teacher", phone="+86 13812345678")
+    member = registered(region="Hangzhou", occupation="teacher", phone="+86 13812345678")
 
-    member.update_profile({"city": "Shanghai", "phone": "+86 13900000000"}, TODAY, meta())
+    member.update_profile({"region": "Shanghai", "phone": "+86 13900000000"}, TODAY, meta())
 
     event = only_event(member)
     assert type(event).__qualname__ == "Member.ProfileUpdated"
     assert event.personal == {"phone": "+86 13900000000"}
-    assert event.profile == {"city": "Shanghai"}
-    assert member.profile == {"city": "Shanghai", "occupation": "teacher"}
+    assert event.profile == {"region": "Shanghai"}
+    assert member.profile == {"region": "Shanghai"}
     assert member.personal == {
         "name": "Ann Lee",
         "email": "ann@example.com",
         "phone": "+86 13900000000",
+        "occupation": "teacher",  # personal: erased with the member
     }
 
 
 def test_a_profile_update_without_personal_fields_records_no_personal_part() -> None:
     member = registered()
-    member.update_profile({"city": "Shanghai"}, TODAY, meta())
+    member.update_profile({"region": "Shanghai"}, TODAY, meta())
     assert only_event(member).personal is None
 
 
 def test_optional_fields_are_cleared_with_none() -> None:
-    member = registered(city="Hangzhou", phone="+86 13812345678")
+    member = registered(region="Hangzhou", phone="+86 13812345678")
 
-    member.update_profile({"city": None, "phone": None}, TODAY, meta())
+    member.update_profile({"region": None, "phone": None}, TODAY, meta())
 
-    assert member.profile["city"] is None
+    assert member.profile["region"] is None
     assert member.personal is not None
     assert member.personal["phone"] is None
 
@@ -299,14 +300,14 @@ def test_a_birthday_in_the_future_is_rejected_and_nothing_is_recorded() -> None:
 
 
 def test_one_invalid_field_rejects_the_whole_profile_update() -> None:
-    member = registered(city="Hangzhou")
+    member = registered(region="Hangzhou")
     assert_rejected_without_events(
         member,
-        lambda: member.update_profile({"city": "Shanghai", "gender": "robot"}, TODAY, meta()),
+        lambda: member.update_profile({"region": "Shanghai", "gender": "robot"}, TODAY, meta()),
         ValidationError,
         "gender",
     )
-    assert member.profile["city"] == "Hangzhou"
+    assert member.profile["region"] == "Hangzhou"
 
 
 def test_an_unknown_field_in_a_profile_update_is_rejected_and_nothing_is_recorded() -> None:
@@ -325,18 +326,18 @@ def test_staff_changing_a_members_profile_must_give_a_reason(
     member = registered()
     assert_rejected_without_events(
         member,
-        lambda: member.update_profile({"city": "Shanghai"}, TODAY, staff(reason=None)),
+        lambda: member.update_profile({"region": "Shanghai"}, TODAY, staff(reason=None)),
         ReasonRequiredError,
         "meta.reason",
     )
     assert_rejected_without_events(
         member,
-        lambda: member.update_profile({"city": "Shanghai"}, TODAY, staff(reason="   ")),
+        lambda: member.update_profile({"region": "Shanghai"}, TODAY, staff(reason="   ")),
         ReasonRequiredError,
         "meta.reason",
     )
 
-    member.update_profile({"city": "Shanghai"}, TODAY, staff())
+    member.update_profile({"region": "Shanghai"}, TODAY, staff())
     assert only_event(member).meta["reason"]
 
 
@@ -361,7 +362,7 @@ def test_staff_changing_preferences_or_consent_must_give_a_reason(
 
 def test_a_member_changes_their_own_profile_without_giving_a_reason() -> None:
     member = registered()
-    member.update_profile({"city": "Shanghai"}, TODAY, meta(Role.MEMBER))
+    member.update_profile({"region": "Shanghai"}, TODAY, meta(Role.MEMBER))
     assert only_event(member).meta["reason"] is None
 
 
@@ -757,14 +758,14 @@ def test_erasure_requires_a_reason() -> None:
 
 
 def test_erasing_a_member_drops_their_personal_data_but_keeps_the_rest() -> None:
-    member = registered(city="Hangzhou")
+    member = registered(region="Hangzhou")
     member.erase(admin(reason="GDPR erasure request"))
 
     event = only_event(member)
     assert type(event).__qualname__ == "Member.Erased"
     assert member.erased is True
     assert member.personal is None
-    assert member.profile == {"city": "Hangzhou"}
+    assert member.profile == {"region": "Hangzhou"}
     assert member.is_profile_complete is False
 
 
@@ -775,7 +776,7 @@ def test_an_erased_member_rejects_every_further_command() -> None:
     member.collect_events()
 
     commands = [
-        lambda: member.update_profile({"city": "Shanghai"}, TODAY, meta()),
+        lambda: member.update_profile({"region": "Shanghai"}, TODAY, meta()),
         lambda: member.set_preferences({"categories": ["books"]}, meta()),
         lambda: member.set_consent("marketing", "sms", True, meta()),
         lambda: member.tag("new", admin()),
@@ -797,7 +798,7 @@ def test_every_event_carries_who_did_it_through_which_channel_and_in_which_reque
         TODAY,
         meta(Role.ANONYMOUS, Channel.MINI_PROGRAM, actor_id="anonymous", request_id="r0"),
     )
-    member.update_profile({"city": "Shanghai"}, TODAY, meta(request_id="r1"))
+    member.update_profile({"region": "Shanghai"}, TODAY, meta(request_id="r1"))
     member.set_preferences({"categories": ["books"]}, meta(channel=Channel.APP, request_id="r2"))
     member.set_consent("marketing", "sms", True, meta(channel=Channel.STORE, request_id="r3"))
     member.tag("vip", meta(Role.ADMIN, Channel.ADMIN, "top spender", "admin-1", "r4"))
@@ -890,7 +891,7 @@ def test_language_and_preferred_channel_are_not_needed_for_completeness() -> Non
 def test_reconstructing_a_member_from_its_events_yields_the_same_state() -> None:
     app: Application[Any] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     member = register(**FULL_PROFILE)
-    member.update_profile({"city": "Shanghai", "phone": None}, TODAY, meta())
+    member.update_profile({"region": "Shanghai", "phone": None}, TODAY, meta())
     member.set_preferences(
         {
             "categories": ["books"],
@@ -929,7 +930,7 @@ def test_reconstructing_a_member_from_its_events_yields_the_same_state() -> None
 
 def test_reconstructing_an_erased_member_yields_no_personal_data() -> None:
     app: Application[Any] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    member = register(city="Hangzhou")
+    member = register(region="Hangzhou")
     member.erase(admin())
     app.save(member)
 
@@ -938,6 +939,6 @@ def test_reconstructing_an_erased_member_yields_no_personal_data() -> None:
     assert isinstance(copy, Member)
     assert copy.erased is True
     assert copy.personal is None
-    assert copy.profile == {"city": "Hangzhou"}
+    assert copy.profile == {"region": "Hangzhou"}
     with pytest.raises(ErasedError):
-        copy.update_profile({"city": "Shanghai"}, TODAY, meta())
+        copy.update_profile({"region": "Shanghai"}, TODAY, meta())

@@ -115,9 +115,11 @@ def profile_row_from_member(member: Member, tier: str) -> dict[str, Any]:
         "birthday": personal.get("birthday"),
         "default_address": personal.get("default_address"),
         **{key: member.profile.get(key) for key in (
-            "gender", "occupation", "education", "income_band", "city", "region",
-            "preferred_channel", "language",
+            "gender", "education", "income_band", "region", "preferred_channel", "language",
         )},
+        # Personal since they moved out of `profile` (older events hold them there).
+        **{key: personal.get(key, member.profile.get(key)) if not member.erased else None
+           for key in ("occupation", "city")},
         "preferences": member.preferences,
         "consents": member.consents,
         "status": member.status,

@@ -207,9 +207,9 @@ class MemberNode(relay.Node):
     def gender(self) -> Gender | None:
         return _enum(Gender, self.row.get("gender"))
 
-    @strawberry.field
-    def occupation(self) -> str | None:
-        return self.row.get("occupation")
+    @strawberry.field(description="Personal data: null when masked or erased.")
+    def occupation(self, info: strawberry.Info) -> str | None:
+        return self._personal(info, "occupation")
 
     @strawberry.field
     def education(self) -> Education | None:
@@ -219,9 +219,9 @@ class MemberNode(relay.Node):
     def income_band(self) -> IncomeBand | None:
         return _enum(IncomeBand, self.row.get("income_band"))
 
-    @strawberry.field
-    def city(self) -> str | None:
-        return self.row.get("city")
+    @strawberry.field(description="Personal data: null when masked or erased.")
+    def city(self, info: strawberry.Info) -> str | None:
+        return self._personal(info, "city")
 
     @strawberry.field
     def region(self) -> str | None:
@@ -544,7 +544,11 @@ class EraseMemberInput:
 class MemberFilterInput:
     status: MemberStatus | None = None
     tag: str | None = None
-    city: str | None = None
+    city: str | None = strawberry.field(
+        default=None,
+        description="The member's city, exactly (case-insensitive). Personal data: callers "
+        "who cannot see it get a FORBIDDEN error naming filter.city.",
+    )
     search: str | None = strawberry.field(
         default=None,
         description="Matches part of the name or email (case-insensitive; % and _ match "
@@ -737,6 +741,11 @@ class MemberQueries:
                 raise ForbiddenError(
                     "searching members by name or email needs the personal-data (pii) "
                     "scope; look a member up by id with member(id:)", "filter.search"
+                )
+            if filter and filter.city is not None and not ctx.principal.sees_personal_data:
+                raise ForbiddenError(
+                    "filtering members by city needs the personal-data (pii) scope",
+                    "filter.city",
                 )
         except DomainError as error:
             raise ApiError.from_domain(error) from None
