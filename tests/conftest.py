@@ -174,7 +174,9 @@ async def client(live_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 #   sqlite    ... on SQLite           postgres  ... on PostgreSQL (runs only against it)
 #   pure      it uses none of them (it may still make a throwaway SQLite file of its own)
 #   benchmark it runs a benchmark script in a subprocess (tests/test_benchmarks_run.py)
-# `scripts/test --quick` runs `-m "not postgres and not benchmark"`.
+#   slow      it simulates a demo year of commerce (about 40 s each on an idle machine,
+#             minutes on a busy one): the demo fixture and the tests named in _SLOW_TESTS
+# `scripts/test --quick` runs `-m "not postgres and not benchmark and not slow"`.
 #
 # Under pytest-xdist each worker is its own process with its own RUN_ID, so its PostgreSQL
 # template, its clones and its SQLite template (under the worker's own basetemp) are its
@@ -183,6 +185,12 @@ async def client(live_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 _DATABASE_FIXTURES = frozenset({"backend", "database_url", "sqlite_template", "postgres_template"})
 _BENCHMARK_MODULES = frozenset({"test_benchmarks_run.py"})
+_SLOW_FIXTURES = frozenset({"demo"})  # tests/test_demo_seed.py: a seeded demo year
+_SLOW_TESTS = frozenset({
+    "test_server.py::test_the_quick_start_serves_graphiql_and_fifty_demo_members",
+    "test_server.py::test_serve_demo_does_not_seed_a_database_twice",
+    "test_demo_seed.py::test_the_same_seed_gives_the_same_year",
+})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -205,6 +213,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.pure)
         if item.path.name in _BENCHMARK_MODULES:
             item.add_marker(pytest.mark.benchmark)
+        function = getattr(item, "originalname", item.name)
+        if names & _SLOW_FIXTURES or f"{item.path.name}::{function}" in _SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 def _create_database(
