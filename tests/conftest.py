@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -35,7 +36,10 @@ TEST_PAYMENT_SECRET = "testpay-callback-secret-0123456789"
 PG_ADMIN_URL = os.environ.get(
     "PATRON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-RUN_ID = uuid.uuid4().hex[:10]
+# Per process; under pytest-xdist the worker id (gw0, gw1, …) is appended (see below).
+RUN_ID = uuid.uuid4().hex[:10] + (
+    f"_{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else ""
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -67,7 +71,7 @@ def postgres_template() -> Iterator[str]:
         pytest.skip(f"{message}; set PATRON_TEST_POSTGRES_URL or start PostgreSQL")
     name = f"patron_tpl_{RUN_ID}"
     with conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        _create_database(conn, name)
     os.environ.setdefault("PATRON_SECRET_KEY", TEST_SECRET)
     migrate(DatabaseConfig(_pg_url(name)))
     yield name
@@ -100,11 +104,7 @@ def database_url(
     template_name: str = request.getfixturevalue("postgres_template")
     name = f"patron_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
     with _pg_admin() as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_name)
-            )
-        )
+        _create_database(conn, name, template=template_name)
     yield _pg_url(name)
     with _pg_admin() as conn:
         _drop_database(conn, name)
@@ -174,3 +174,78 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"userError fields checked against the input types: {len(user_errors.OBSERVED)} "
             "distinct (mutation, field) pairs")
+
+
+# ---------------------------------------------------------------------------------------
+# Markers and parallel runs (issue 19). Kept apart from the fixtures above.
+#
+# Every test is marked from its fixtures and parameters, so no test file names a marker:
+#   database  it uses one of the database fixtures (backend, database_url, a template)
+#   sqlite    ... on SQLite           postgres  ... on PostgreSQL (runs only against it)
+#   pure      it uses none of them (it may still make a throwaway SQLite file of its own)
+#   benchmark it runs a benchmark script in a subprocess (tests/test_benchmarks_run.py)
+#   slow      it simulates a demo year of commerce (about 40 s each on an idle machine,
+#             minutes on a busy one): the demo fixture and the tests named in _SLOW_TESTS
+# `scripts/test --quick` runs `-m "not postgres and not benchmark and not slow"`.
+#
+# Under pytest-xdist each worker is its own process with its own RUN_ID, so its PostgreSQL
+# template, its clones and its SQLite template (under the worker's own basetemp) are its
+# own; the worker id is put in the database names only to tell them apart in pg_stat_activity.
+# ---------------------------------------------------------------------------------------
+
+_DATABASE_FIXTURES = frozenset({"backend", "database_url", "sqlite_template", "postgres_template"})
+_BENCHMARK_MODULES = frozenset({"test_benchmarks_run.py"})
+_SLOW_FIXTURES = frozenset({"demo"})  # tests/test_demo_seed.py: a seeded demo year
+_SLOW_TESTS = frozenset({
+    "test_server.py::test_the_quick_start_serves_graphiql_and_fifty_demo_members",
+    "test_server.py::test_serve_demo_does_not_seed_a_database_twice",
+    "test_demo_seed.py::test_the_same_seed_gives_the_same_year",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        backends: set[str] = set()
+        if "backend" in params:
+            backends.add(str(params["backend"]))
+        if "sqlite_template" in names:
+            backends.add("sqlite")
+        if "postgres_template" in names:
+            backends.add("postgres")
+        if names & _DATABASE_FIXTURES:
+            item.add_marker(pytest.mark.database)
+            for name in sorted(backends):
+                item.add_marker(getattr(pytest.mark, name))
+        else:
+            item.add_marker(pytest.mark.pure)
+        if item.path.name in _BENCHMARK_MODULES:
+            item.add_marker(pytest.mark.benchmark)
+        function = getattr(item, "originalname", item.name)
+        if names & _SLOW_FIXTURES or f"{item.path.name}::{function}" in _SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
+def _create_database(
+    conn: psycopg.Connection[Any], name: str, template: str | None = None
+) -> None:
+    """CREATE DATABASE, retried while its template is busy.
+
+    Several workers (and other runs on the machine) create databases at the same time:
+    PostgreSQL refuses to copy a template another session is connected to (ObjectInUse:
+    "source database … is being accessed by other users"), which template1 or our own
+    template can briefly be. Retry a few times rather than fail the test.
+    """
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+    for attempt in range(8):
+        try:
+            conn.execute(statement)
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == 7:
+                raise
+            time.sleep(0.25 * (attempt + 1))

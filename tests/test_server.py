@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 # minutes on PostgreSQL (a round trip per query), more on a busy CI machine.
 STARTUP_TIMEOUT = 420.0
 SHUTDOWN_TIMEOUT = 10.0
+PORT_ATTEMPTS = 3
 
 
 def _free_port() -> int:
@@ -52,29 +53,42 @@ class Server:
 def patron_serve(
     database_url: str, workdir: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    """Run `patron serve` and wait until /healthz answers; always kill it afterwards."""
-    port = _free_port()
+    """Run `patron serve` and wait until /healthz answers; always kill it afterwards.
+
+    The free port is only free when _free_port() looks: another test worker (or anything
+    else on the machine) can take it before the server binds it, so a server that exits
+    with "address already in use" is started again on another port.
+    """
     if env is None:
         env = {**os.environ, "PATRON_SECRET_KEY": TEST_SECRET}
     env = {**env, "PYTHONUNBUFFERED": "1"}
     env.pop("PATRON_DATABASE_URL", None)
-    output = workdir / f"serve-{port}.log"
-    command = [
-        sys.executable, "-m", "api.cli", "serve",
-        "--port", str(port), "--database-url", database_url, *extra,
-    ]
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", output)
-    try:
-        _wait_until_healthy(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=SHUTDOWN_TIMEOUT)
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = _free_port()
+        output = workdir / f"serve-{port}.log"
+        command = [
+            sys.executable, "-m", "api.cli", "serve",
+            "--port", str(port), "--database-url", database_url, *extra,
+        ]
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        server = Server(process, f"http://127.0.0.1:{port}", output)
+        try:
+            try:
+                _wait_until_healthy(server)
+            except AssertionError:
+                lost_port = "address already in use" in server.read_output().lower()
+                if process.poll() is not None and lost_port and attempt < PORT_ATTEMPTS:
+                    continue
+                raise
+            yield server
+            return
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=SHUTDOWN_TIMEOUT)
 
 
 def _wait_until_healthy(server: Server) -> None:
