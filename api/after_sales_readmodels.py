@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.readmodels import InvalidCursorError, RowPage, as_utc, decode_cursor, encode_cursor
+from api.readmodels import InvalidCursorError, RowPage, decode_cursor, encode_cursor
 from domain.after_sales import OPEN_STATES
 from projections import after_sales_tables as tables
 from projections.after_sales_tables import case_queue
@@ -32,8 +32,7 @@ OPEN_STATE_VALUES = tuple(sorted(str(s.value) for s in OPEN_STATES))
 
 
 def _normalised(row: Any) -> Row:
-    return {key: as_utc(value) if isinstance(value, datetime) else value
-            for key, value in row._mapping.items()}
+    return dict(row._mapping)
 
 
 async def _rows(engine: AsyncEngine, query: Select[Any]) -> list[Row]:
@@ -108,7 +107,7 @@ def _conditions(where: CaseFilter) -> list[ColumnElement[bool]]:
 
 def _sort_key(row: Row, sort: CaseSort) -> datetime | None:
     value = row["next_due_at"] if sort == CaseSort.URGENCY else row["opened_at"]
-    return as_utc(value)
+    return value
 
 
 def case_cursor(row: Row, sort: CaseSort) -> str:

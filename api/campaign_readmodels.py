@@ -15,13 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.readmodels import (
     RowPage,
-    as_utc,
     cursor_moment,
     decode_cursor,
     encode_cursor,
-    fetch_normalised_rows,
     fetch_page,
-    normalised_row,
+    fetch_rows,
 )
 from domain.campaigns import CampaignState, CampaignStatus
 from projections.campaign_tables import campaign_rewards, campaigns
@@ -41,7 +39,7 @@ Row = dict[str, Any]
 async def get_campaigns(engine: AsyncEngine, campaign_ids: list[str]) -> dict[str, Row]:
     if not campaign_ids:
         return {}
-    rows = await fetch_normalised_rows(engine, select(campaigns).where(
+    rows = await fetch_rows(engine, select(campaigns).where(
         campaigns.c.campaign_id.in_(campaign_ids)))
     return {row["campaign_id"]: row for row in rows}
 
@@ -61,7 +59,7 @@ def state_condition(state: CampaignState, now: datetime) -> ColumnElement[bool]:
 
 
 def campaign_cursor(row: Row) -> str:
-    launched_at = as_utc(row["launched_at"])
+    launched_at = row["launched_at"]
     assert launched_at is not None
     return encode_cursor(launched_at.isoformat(), row["campaign_id"])
 
@@ -81,14 +79,14 @@ async def list_campaigns(engine: AsyncEngine, state: CampaignState | None, now: 
     query = query.order_by(c.launched_at.desc(), c.campaign_id.desc())
     count = select(func.count()).select_from(campaigns).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)
+    return RowPage(list(page.rows), page.has_next, page.total)
 
 
 # -- rewarded members -----------------------------------------------------------------------
 
 
 def reward_cursor(row: Row) -> str:
-    issued_at = as_utc(row["issued_at"])
+    issued_at = row["issued_at"]
     assert issued_at is not None
     return encode_cursor(issued_at.isoformat(), row["member_id"])
 
@@ -109,4 +107,4 @@ async def list_rewards(engine: AsyncEngine, campaign_id: str, redeemed: bool | N
     query = query.order_by(r.issued_at, r.member_id)
     count = select(func.count()).select_from(campaign_rewards).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)
+    return RowPage(list(page.rows), page.has_next, page.total)

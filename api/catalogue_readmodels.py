@@ -21,7 +21,6 @@ from api.readmodels import (
     encode_cursor,
     fetch_page,
     fetch_rows,
-    normalised_row,
 )
 from domain.catalogue import catalogue_key
 from domain.recommendation.catalogue import Product
@@ -49,7 +48,7 @@ async def get_products(engine: AsyncEngine, product_ids: list[str]) -> dict[str,
         return {}
     rows = await fetch_rows(engine, select(products).where(
         products.c.product_id.in_(product_ids)))
-    return {row["product_id"]: normalised_row(row) for row in rows}
+    return {row["product_id"]: row for row in rows}
 
 
 async def get_product(engine: AsyncEngine, product_id: str) -> Row | None:
@@ -88,7 +87,7 @@ async def list_products(engine: AsyncEngine, category: str | None, available: bo
     query = query.order_by(products.c.product_id)
     count = select(func.count()).select_from(products).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)
+    return RowPage(list(page.rows), page.has_next, page.total)
 
 
 # -- the recommender (synchronous) ----------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.readmodels import RowPage, as_utc, decode_cursor, encode_cursor, fetch_page, fetch_rows
+from api.readmodels import RowPage, decode_cursor, encode_cursor, fetch_page, fetch_rows, instant
 from domain.coupon import CouponStatus
 from domain.loyalty import add_months
 from domain.loyalty_rules import LoyaltyRules
@@ -47,7 +47,7 @@ async def get_orders(engine: AsyncEngine, order_ids: list[str]) -> dict[str, Row
 
 
 def order_cursor(row: Row) -> str:
-    placed = as_utc(row["placed_at"])
+    placed = row["placed_at"]
     assert placed is not None
     return encode_cursor(placed.isoformat(), row["order_id"])
 
@@ -69,7 +69,7 @@ async def list_orders(
     query = select(orders).where(*conditions)
     if after:
         placed_at, order_id = decode_cursor(after, 2)
-        moment = as_utc(datetime.fromisoformat(str(placed_at)))
+        moment = instant(str(placed_at))
         query = query.where(
             (orders.c.placed_at < moment)
             | ((orders.c.placed_at == moment) & (orders.c.order_id < str(order_id)))
@@ -134,7 +134,7 @@ async def expiring_points(engine: AsyncEngine, member_id: str, before: datetime)
                 & (loyalty_lots.c.expires_at <= before)
             )
         )).one()
-    return int(row[0]), as_utc(row[1])
+    return int(row[0]), row[1]
 
 
 async def ledger_page(
@@ -189,11 +189,11 @@ async def tier_progress(
     spend = sum(int(e["amount"]) for e in entries)
     tier = str(account["tier"])
     above = rules.tier_above(tier)
-    oldest = min((as_utc(e["at"]) for e in entries if e["amount"] > 0), default=None)
+    oldest = min((e["at"] for e in entries if e["amount"] > 0), default=None)
     reach_by = add_months(oldest, rules.qualifying_months) if oldest else add_months(
         now, rules.qualifying_months
     )
-    due = as_utc(account["maintenance_due"])
+    due = account["maintenance_due"]
     keep = None
     if due is not None:
         keep = max(rules.tier_rule(tier).threshold - spend, 0)

@@ -23,13 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.readmodels import (
     RowPage,
-    as_utc,
     cursor_moment,
     decode_cursor,
     encode_cursor,
-    fetch_normalised_rows,
     fetch_page,
-    normalised_row,
+    fetch_rows,
 )
 from domain.experiments import (
     ExperimentStatus,
@@ -85,13 +83,13 @@ async def running_assignment(engine: AsyncEngine, placement: str,
 async def get_experiments(engine: AsyncEngine, experiment_ids: list[str]) -> dict[str, Row]:
     if not experiment_ids:
         return {}
-    rows = await fetch_normalised_rows(engine, select(experiments).where(
+    rows = await fetch_rows(engine, select(experiments).where(
         experiments.c.experiment_id.in_(experiment_ids)))
     return {row["experiment_id"]: row for row in rows}
 
 
 def experiment_cursor(row: Row) -> str:
-    defined_at = as_utc(row["defined_at"])
+    defined_at = row["defined_at"]
     assert defined_at is not None
     return encode_cursor(defined_at.isoformat(), row["experiment_id"])
 
@@ -114,7 +112,7 @@ async def list_experiments(engine: AsyncEngine, status: ExperimentStatus | None,
     query = query.order_by(e.defined_at.desc(), e.experiment_id.desc())
     count = select(func.count()).select_from(experiments).where(*conditions)
     page = await fetch_page(engine, query, count, max(first, 0))
-    return RowPage([normalised_row(r) for r in page.rows], page.has_next, page.total)
+    return RowPage(list(page.rows), page.has_next, page.total)
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -159,7 +157,7 @@ def variant_results(variants: Sequence[Mapping[str, Any]],
         if index > 0:
             lift = difference_interval(int(control["converted_members"]),
                                        int(control["exposed_members"]), converted, exposed)
-        updated_at = as_utc(row["updated_at"])
+        updated_at = row["updated_at"]
         assert updated_at is not None
         results.append(VariantResult(
             variant=variant, is_control=index == 0,
@@ -176,6 +174,6 @@ def variant_results(variants: Sequence[Mapping[str, Any]],
 async def experiment_results(engine: AsyncEngine, experiment_id: str,
                              variants: Sequence[Mapping[str, Any]]) -> list[VariantResult]:
     """The results of an experiment whose `variants` (its row's) are given."""
-    rows = await fetch_normalised_rows(engine, select(experiment_variant_results).where(
+    rows = await fetch_rows(engine, select(experiment_variant_results).where(
         experiment_variant_results.c.experiment_id == experiment_id))
     return variant_results(variants, rows)

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.readmodels import as_utc
 from domain.behaviour import BehaviourKind
 from domain.loyalty_rules import LoyaltyRules
 from domain.profile import (
@@ -65,8 +64,7 @@ async def member_profile(engine: AsyncEngine, member_id: str, now: datetime,
             member_activity.c.member_id == member_id))).one_or_none()
         if raw is None:
             return None
-        activity = {k: as_utc(v) if isinstance(v, datetime) else v
-                    for k, v in raw._mapping.items()}
+        activity = dict(raw._mapping)
         consent = (await conn.execute(select(behaviour_consents).where(
             behaviour_consents.c.member_id == member_id))).one_or_none()
         interest_rows = [dict(r._mapping) for r in await conn.execute(

@@ -46,25 +46,20 @@ def contains_text(column: Any, text: str) -> ColumnElement[bool]:
 
 
 def instant(value: Any) -> datetime | None:
-    """A time from a column (naive UTC on SQLite) or from JSON or an aggregate (ISO text)."""
+    """A time from JSON, an aggregate or a cursor (ISO text), or a column (already aware:
+    see projections/timestamps.py); every instant in Patron is UTC, so one without a zone
+    is taken as UTC."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return as_utc(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def required_instant(value: Any) -> datetime:
     moment = instant(value)
     assert moment is not None
     return moment
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; everything Patron stores is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -88,15 +83,6 @@ async def fetch_rows(engine: AsyncEngine, query: Select[Any]) -> list[dict[str, 
     async with engine.connect() as conn:
         return [dict(row._mapping) for row in await conn.execute(query)]
 
-
-def normalised_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row with every time aware (SQLite returns them naive; they are UTC)."""
-    return {key: as_utc(value) if isinstance(value, datetime) else value
-            for key, value in row.items()}
-
-
-async def fetch_normalised_rows(engine: AsyncEngine, query: Select[Any]) -> list[dict[str, Any]]:
-    return [normalised_row(row) for row in await fetch_rows(engine, query)]
 
 
 def cursor_moment(value: Any) -> datetime:
@@ -177,7 +163,7 @@ async def list_member_profiles(
     if after:
         registered_at, member_id = decode_cursor(after, 2)
         try:
-            moment = as_utc(datetime.fromisoformat(registered_at))
+            moment = instant(registered_at)
         except (TypeError, ValueError):
             raise InvalidCursorError("malformed cursor") from None
         query = query.where(
@@ -198,7 +184,7 @@ async def list_member_profiles(
 
 
 def member_cursor(row: ProfileRow) -> str:
-    registered_at = as_utc(row["registered_at"])
+    registered_at = row["registered_at"]
     assert registered_at is not None
     return encode_cursor(registered_at.astimezone(UTC).isoformat(), row["member_id"])
 

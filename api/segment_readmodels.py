@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.readmodels import (
     InvalidCursorError,
     RowPage,
-    as_utc,
     decode_cursor,
     encode_cursor,
     fetch_page,
     fetch_rows,
+    instant,
 )
 from projections.segment_tables import (
     segment_daily,
@@ -31,7 +31,7 @@ MAX_SIZE_DAYS = 366
 
 def _moment(value: Any) -> datetime:
     try:
-        moment = as_utc(datetime.fromisoformat(str(value)))
+        moment = instant(str(value))
     except (TypeError, ValueError):
         raise InvalidCursorError("malformed cursor") from None
     assert moment is not None
@@ -72,7 +72,7 @@ async def list_segments(engine: AsyncEngine, state: str | None, first: int,
 
 
 def member_cursor(row: Row) -> str:
-    joined = as_utc(row["joined_at"])
+    joined = row["joined_at"]
     assert joined is not None
     return encode_cursor(joined.isoformat(), row["member_id"])
 

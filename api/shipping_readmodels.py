@@ -2,8 +2,7 @@
 
 Both tables are written by projections ("shipment_tracking" and "notifications"), so what
 these functions return includes changes recorded by any process, a little behind the event
-store. Times in the datetime columns are UTC; SQLite hands them back naive, so callers use
-`as_utc` on them.
+store. Times come back aware, in UTC, on both backends (projections/timestamps.py).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.readmodels import RowPage, as_utc, decode_cursor, encode_cursor, fetch_page, fetch_rows
+from api.readmodels import RowPage, decode_cursor, encode_cursor, fetch_page, fetch_rows, instant
 from domain.shipment import FINAL, RECEIVED, Direction
 from projections.shipping_tables import notifications, shipment_tracking
 
@@ -80,7 +79,7 @@ async def shipments_of_orders(engine: AsyncEngine, order_ids: list[str]) -> dict
 
 
 def shipment_cursor(row: Row) -> str:
-    created = as_utc(row["created_at"])
+    created = row["created_at"]
     assert created is not None
     return encode_cursor(created.isoformat(), row["shipment_id"])
 
@@ -125,7 +124,7 @@ async def list_shipments(
     query = select(shipment_tracking).where(*conditions)
     if after:
         created_at, shipment_id = decode_cursor(after, 2)
-        moment = as_utc(datetime.fromisoformat(str(created_at)))
+        moment = instant(str(created_at))
         query = query.where(
             (t.created_at < moment)
             | ((t.created_at == moment) & (t.shipment_id < str(shipment_id)))

@@ -25,7 +25,7 @@ from api.commerce_readmodels import (
     tier_progress,
 )
 from api.context import RequestContext
-from api.readmodels import InvalidCursorError, as_utc, encode_cursor, rows_by_id
+from api.readmodels import InvalidCursorError, encode_cursor, instant, rows_by_id
 from api.schema.common import (
     ApiError,
     Connection,
@@ -57,7 +57,7 @@ CouponStatus = strawberry.enum(coupons_model.CouponStatus)
 
 
 def _at(value: Any) -> dt.datetime | None:
-    return as_utc(value)
+    return instant(value)
 
 
 @strawberry.type

@@ -17,7 +17,6 @@ from api.context import RequestContext
 from api.readmodels import (
     InvalidCursorError,
     MemberFilter,
-    as_utc,
     get_member_profiles,
     get_member_tags,
     list_member_profiles,
@@ -282,7 +281,7 @@ class MemberNode(relay.Node):
                 tag=r["tag"],
                 reason=r["reason"],
                 tagged_by=r["tagged_by"],
-                tagged_at=as_utc(r["tagged_at"]),  # type: ignore[arg-type]
+                tagged_at=r["tagged_at"],
             )
             for r in rows
         ]
@@ -305,7 +304,7 @@ class MemberNode(relay.Node):
 
     @strawberry.field
     def erased_at(self) -> dt.datetime | None:
-        return as_utc(self.row.get("erased_at"))
+        return self.row.get("erased_at")
 
     @strawberry.field
     def profile_complete(self) -> bool:
@@ -322,11 +321,11 @@ class MemberNode(relay.Node):
 
     @strawberry.field
     def registered_at(self) -> dt.datetime:
-        return as_utc(self.row["registered_at"])  # type: ignore[return-value]
+        return self.row["registered_at"]
 
     @strawberry.field
     def updated_at(self) -> dt.datetime:
-        return as_utc(self.row["updated_at"])  # type: ignore[return-value]
+        return self.row["updated_at"]
 
     @strawberry.field(description="Version of the member aggregate this view reflects.")
     def version(self) -> int:

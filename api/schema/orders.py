@@ -12,7 +12,7 @@ from strawberry import relay
 
 from api.commerce_readmodels import OrderFilter, get_orders, list_orders, order_cursor
 from api.context import RequestContext
-from api.readmodels import InvalidCursorError, as_utc
+from api.readmodels import InvalidCursorError, required_instant
 from api.schema.common import (
     ApiError,
     Connection,
@@ -131,11 +131,7 @@ class StateChange:
 
 
 def _at(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        return dt.datetime.fromisoformat(value)
-    moment = as_utc(value)
-    assert moment is not None
-    return moment
+    return required_instant(value)
 
 
 @strawberry.type(name="Order")
@@ -271,15 +267,15 @@ class OrderNode(relay.Node):
 
     @strawberry.field
     def paid_at(self) -> dt.datetime | None:
-        return as_utc(self.row.get("paid_at"))
+        return self.row.get("paid_at")
 
     @strawberry.field
     def delivered_at(self) -> dt.datetime | None:
-        return as_utc(self.row.get("delivered_at"))
+        return self.row.get("delivered_at")
 
     @strawberry.field(description="After this, the order completes and its points vest.")
     def return_window_closes_at(self, info: strawberry.Info) -> dt.datetime | None:
-        delivered = as_utc(self.row.get("delivered_at"))
+        delivered = self.row.get("delivered_at")
         if delivered is None:
             return None
         days = context(info).runtime.rules.return_window_days
