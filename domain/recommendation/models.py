@@ -37,6 +37,7 @@ from domain.recommendation.interactions import Interaction
 __all__ = [
     "CollaborativeModel",
     "ContentModel",
+    "EaseModel",
     "History",
     "HybridModel",
     "PopularityModel",
@@ -432,6 +433,99 @@ class CollaborativeModel(ScoringModel):
             return []
         scores = self._unit_factors @ self._unit_factors[position]
         scores[~self._chosen] = -np.inf
+        because = Reason(ReasonCode.ALSO_LIKED, item)
+        return self._top(Scored(scores, lambda chosen: [because] * len(chosen)),
+                         np.array([position]), k, ())
+
+
+class EaseModel(ScoringModel):
+    """EASE (Steck 2019): a closed-form item-item model for implicit feedback.
+
+    With X the binary user x item matrix of training interactions and
+    P = (XᵀX + λI)⁻¹, the item-item weights are B = I - P·diagMat(1/diag(P)), i.e.
+    B[i, j] = -P[i, j] / P[j, j] off the diagonal and 0 on it (an item may not explain
+    itself). A user's scores are x_u·B: one row sum over the user's items, so any history
+    (a member who signed up after training, a purchase a minute ago) is scored without
+    per-user state. λ (`l2`) is the only hyper-parameter; the hybrid chooses it on a
+    validation split.
+
+    The inverse is a dense items x items matrix: cubic time and quadratic memory in the
+    number of items with interactions. Past `max_items` (default 12,000: a 576 MB
+    float32 matrix) the model refuses to fit and the hybrid uses the collaborative model
+    (surprise SVD with sampled negatives) instead.
+    """
+
+    name = "ease"
+
+    def __init__(self, l2: float = 200.0, max_items: int = 12_000,
+                 max_per_category: int | None = None) -> None:
+        super().__init__(max_per_category)
+        self.l2 = l2
+        self.max_items = max_items
+
+    @staticmethod
+    def fits(item_count: int, max_items: int) -> bool:
+        return item_count <= max_items
+
+    def _fit(self, train: Sequence[Interaction]) -> None:
+        chosen = np.zeros(len(self.items), dtype=bool)
+        for history in self.histories.values():
+            chosen[list(history)] = True
+        columns = np.flatnonzero(chosen)
+        if len(columns) > self.max_items:
+            raise ValueError(f"EASE fits at most {self.max_items} items with interactions, "
+                             f"not {len(columns)}")
+        from scipy import sparse
+
+        local = np.full(len(self.items), -1, dtype=np.int64)
+        local[columns] = np.arange(len(columns))
+        rows: list[int] = []
+        cols: list[int] = []
+        for row, history in enumerate(self.histories.values()):
+            rows.extend([row] * len(history))
+            cols.extend(local[list(history)].tolist())
+        dtype = np.float64 if len(columns) <= 4_000 else np.float32
+        x = sparse.csr_matrix((np.ones(len(rows), dtype=dtype), (rows, cols)),
+                              shape=(len(self.histories), len(columns)))
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices_from(gram)] += self.l2
+        p = np.linalg.inv(gram)
+        b = p / -np.diag(p)
+        b[np.diag_indices_from(b)] = 0.0
+        self.weights = b.astype(np.float32)
+        self.columns = columns
+        self.local = local
+        self._chosen = chosen
+
+    def _score(self, user: str | None, seen: np.ndarray, strengths: np.ndarray) -> Scored | None:
+        own = self.local[seen] if len(seen) else seen
+        own = own[own >= 0]
+        if not len(own):
+            return None
+        scores = np.full(len(self.items), -np.inf)
+        scores[self.columns] = self.weights[own].sum(axis=0)
+
+        def explain(picked: np.ndarray) -> list[Reason]:
+            """The user's item whose weight towards each recommended one is largest."""
+            targets = self.local[picked]
+            reasons = _popular(picked)
+            known = np.flatnonzero(targets >= 0)
+            if len(known):
+                best = own[np.argmax(self.weights[np.ix_(own, targets[known])], axis=0)]
+                for row, source in zip(known.tolist(), self.columns[best].tolist(),
+                                       strict=True):
+                    reasons[row] = Reason(ReasonCode.ALSO_LIKED, self.items[source])
+            return reasons
+
+        return Scored(scores, explain)
+
+    def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
+        """Items the model weighs most from `item` (the product page's "also liked")."""
+        position = self.index.get(item)
+        if position is None or not self._chosen[position]:
+            return []
+        scores = np.full(len(self.items), -np.inf)
+        scores[self.columns] = self.weights[self.local[position]]
         because = Reason(ReasonCode.ALSO_LIKED, item)
         return self._top(Scored(scores, lambda chosen: [because] * len(chosen)),
                          np.array([position]), k, ())

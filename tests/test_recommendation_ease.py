@@ -1,0 +1,63 @@
+"""EASE, the closed-form item-item model: it is the formula of the paper, it recovers an
+item-item structure planted in the data, and it scores any history without retraining."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from domain.recommendation.interactions import Interaction
+from domain.recommendation.models import EaseModel, ReasonCode
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def rows(pairs: list[tuple[str, str]]) -> list[Interaction]:
+    return [Interaction(user, item, 1.0, AT) for user, item in pairs]
+
+
+def planted() -> list[Interaction]:
+    """Ten items in five pairs (a0, b0) ... (a4, b4): whoever takes one of a pair mostly
+    takes the other; plus noise, one random item per user."""
+    rng = np.random.default_rng(7)
+    pairs: list[tuple[str, str]] = []
+    for n in range(400):
+        user = f"u{n:03d}"
+        group = rng.integers(5)
+        pairs += [(user, f"a{group}"), (user, f"b{group}")]
+        pairs.append((user, f"{'ab'[rng.integers(2)]}{rng.integers(5)}"))
+    return rows(sorted(set(pairs)))
+
+
+def test_weights_are_the_closed_form_with_a_zero_diagonal() -> None:
+    data = rows([("u1", "i1"), ("u1", "i2"), ("u2", "i2"), ("u2", "i3"), ("u3", "i1"),
+                 ("u3", "i3"), ("u3", "i2")])
+    model = EaseModel(l2=0.5).fit(data)
+    x = np.array([[1, 1, 0], [0, 1, 1], [1, 1, 1]], dtype=float)
+    p = np.linalg.inv(x.T @ x + 0.5 * np.eye(3))
+    expected = np.eye(3) - p / np.diag(p)
+    assert np.allclose(model.weights, expected, atol=1e-6)
+    assert np.all(np.diag(model.weights) == 0.0)
+
+
+def test_recovers_the_planted_pairs() -> None:
+    model = EaseModel(l2=10.0).fit(planted())
+    for group in range(5):
+        a, b = f"a{group}", f"b{group}"
+        assert model.similar_items(a, k=1)[0].item == b
+        first = model.recommend("new", k=1, history={a: 1.0})[0]
+        assert first.item == b
+        assert first.reason.code is ReasonCode.ALSO_LIKED and first.reason.item == a
+
+
+def test_a_cold_history_gets_nothing_and_unknown_items_are_ignored() -> None:
+    model = EaseModel().fit(planted())
+    assert model.recommend("nobody", k=3) == []
+    assert model.recommend("x", k=3, history={"never-seen": 1.0}) == []
+
+
+def test_refuses_a_catalogue_beyond_its_size_limit() -> None:
+    with pytest.raises(ValueError, match="at most 4 items"):
+        EaseModel(max_items=4).fit(planted())
