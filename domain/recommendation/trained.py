@@ -36,6 +36,7 @@ from domain.recommendation.interactions import (
 from domain.recommendation.models import (
     CollaborativeModel,
     ContentModel,
+    EaseModel,
     HybridModel,
     PopularityModel,
     ScoringModel,
@@ -86,19 +87,27 @@ class TrainedRecommender:
     trained_at: datetime
 
     def model(self, strategy: Strategy) -> ScoringModel:
-        """The model a strategy names: the hybrid, or one of its fitted parts."""
+        """The model a strategy names: the hybrid, or one of its fitted parts
+        ("collaborative" is the item model: EASE, or surprise's SVD past EASE's limit)."""
         if strategy is Strategy.HYBRID:
             return self.hybrid
-        wanted = {Strategy.COLLABORATIVE: CollaborativeModel, Strategy.CONTENT: ContentModel,
-                  Strategy.POPULARITY: PopularityModel}[strategy]
-        for component, weight in self.hybrid.components:
-            if isinstance(component, wanted) and weight > 0:
-                return component
-        return self.hybrid  # a part switched off by its weight: the blend stands in
+        if strategy is Strategy.COLLABORATIVE:
+            model: ScoringModel = self.item_model
+            weighted = dict((id(m), w) for m, w in self.hybrid.components)
+            if isinstance(model, EaseModel) or weighted[id(model)] > 0:
+                return model
+            return self.hybrid  # never fitted: the blend stands in
+        return self.content if strategy is Strategy.CONTENT else self._part(PopularityModel)
 
     @property
     def collaborative(self) -> CollaborativeModel:
         return self._part(CollaborativeModel)
+
+    @property
+    def item_model(self) -> EaseModel | CollaborativeModel:
+        """The fitted item-to-item model: EASE, or collaborative past EASE's size limit."""
+        ease = self._part(EaseModel)
+        return ease if ease.fitted else self.collaborative
 
     @property
     def content(self) -> ContentModel:
