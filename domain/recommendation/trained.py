@@ -64,9 +64,15 @@ class TrainingParams:
     """What a training run is configured with; recorded with every version."""
 
     weights: InteractionWeights = field(default_factory=InteractionWeights)
-    collaborative_weight: float = 1.0
-    content_weight: float = 1.0
-    popularity_weight: float = 0.5
+    # The blend's weights are chosen on a validation split (`tune_blend`); these are used
+    # only when it is switched off. `diversity` None: chosen on validation too.
+    tune_blend: bool = True
+    ease_weight: float = 1.0
+    collaborative_weight: float = 0.0
+    content_weight: float = 0.25
+    popularity_weight: float = 0.0
+    diversity: float | None = None
+    max_ease_items: int = 12_000
     n_factors: int = 32
     n_epochs: int = 30
     seed: int = 42
@@ -197,6 +203,8 @@ def train_recommender(
     model = TrainedRecommender(hybrid, rules, context, params, now)
     model.forget_members()
     metrics = _metrics(interactions, catalogue, params, say)
+    if hybrid.tuning:
+        metrics["chosen_on_validation"] = hybrid.tuning
     members = len({row.user for row in interactions})
     products = len({row.item for row in interactions} | set(catalogue))
     return TrainingOutcome(model, metrics, len(interactions), members, products,
@@ -210,6 +218,9 @@ def _hybrid(params: TrainingParams) -> HybridModel:
         popularity_weight=params.popularity_weight,
         collaborative=CollaborativeModel(n_factors=params.n_factors,
                                          n_epochs=params.n_epochs, seed=params.seed),
+        ease_weight=params.ease_weight, max_ease_items=params.max_ease_items,
+        diversity=params.diversity, tune=params.tune_blend, k=params.evaluate_k,
+        seed=params.seed,
     )
 
 
