@@ -768,9 +768,9 @@ class HybridModel(ScoringModel):
         probe.fit(fit_part, self.catalogue)
         index = probe.index
         held_by_user: dict[str, list[int]] = defaultdict(list)
-        for row in held:
-            if row.user in probe.histories and row.item in index:
-                held_by_user[row.user].append(index[row.item])
+        for interaction in held:
+            if interaction.user in probe.histories and interaction.item in index:
+                held_by_user[interaction.user].append(index[interaction.item])
         users = sorted(held_by_user)
         if len(users) > self.validation_users:
             rng = np.random.default_rng(self.seed)
@@ -858,7 +858,7 @@ class HybridModel(ScoringModel):
             self.diversity = max(allowed, default=0.0)
         for position, (model, _weight) in enumerate(self.components):
             self.components[position] = (model, weights.get(model.name, 0.0))
-        if l2 is not None:
+        if l2 is not None and isinstance(ease, EaseModel):
             ease.l2 = l2
         self.tuning = {
             "validation_users": len(users),
