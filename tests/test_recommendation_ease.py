@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from domain.recommendation.interactions import Interaction
-from domain.recommendation.models import EaseModel, ReasonCode
+from domain.recommendation.models import AlsModel, EaseModel, HybridModel, ReasonCode
+from domain.recommendation.synthetic import SyntheticConfig, generate
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -61,3 +62,25 @@ def test_a_cold_history_gets_nothing_and_unknown_items_are_ignored() -> None:
 def test_refuses_a_catalogue_beyond_its_size_limit() -> None:
     with pytest.raises(ValueError, match="at most 4 items"):
         EaseModel(max_items=4).fit(planted())
+
+
+def test_als_folds_in_a_history_and_finds_the_planted_pairs() -> None:
+    model = AlsModel(factors=5, regularization=1.0, alpha=10.0, iterations=30).fit(planted())
+    for group in range(5):
+        a, b = f"a{group}", f"b{group}"
+        assert model.recommend("new", k=1, history={a: 1.0})[0].item == b
+    assert model.recommend("new", k=3, history={"unknown": 1.0}) == []
+
+
+def test_past_the_ease_limit_the_hybrid_uses_als_and_still_beats_popularity() -> None:
+    data = generate(SyntheticConfig(n_users=300, n_items=400, n_interactions=9_000, seed=3))
+    hybrid = HybridModel(max_ease_items=50).fit(data.interactions, data.catalogue)
+    weights = hybrid.tuning["weights"]
+    assert weights["ease"] == 0.0 and hybrid.tuning["ease_l2"] is None
+    assert "als" in hybrid.tuning["components_alone"]
+    ease, als = hybrid.components[0][0], hybrid.components[4][0]
+    assert isinstance(ease, EaseModel) and not ease.fitted
+    assert isinstance(als, AlsModel) and als.fitted
+    alone = hybrid.tuning["components_alone"]
+    assert hybrid.tuning["validation_precision"] >= max(alone.values())
+    assert alone["als"] > alone["popularity"]

@@ -84,7 +84,7 @@ def test_evaluate_with_items_counts_content_and_names_the_served_model(
     assert all({"precision", "coverage"} <= set(out[m]) for m in ("content", "hybrid"))
     assert out["content"]["precision"] > out["popularity"]["precision"]
     assert out["served_tuning"]["weights"].keys() == {"ease", "collaborative", "content",
-                                                       "popularity"}
+                                                       "popularity", "als"}
     broken = tmp_path / "broken.tsv"
     broken.write_text("item_id\tprice\n1\t2\n2\tfree\n")
     failure = run_catching(url, "recommend", "evaluate", "--ratings", str(ratings),

@@ -37,6 +37,7 @@ from domain.recommendation.catalogue import Catalogue, price_band, price_band_ed
 from domain.recommendation.interactions import Interaction
 
 __all__ = [
+    "AlsModel",
     "CollaborativeModel",
     "ContentModel",
     "EaseModel",
@@ -649,6 +650,94 @@ class ContentModel(ScoringModel):
                          np.array([position]), k, ())
 
 
+class AlsModel(ScoringModel):
+    """Implicit-feedback matrix factorisation (Hu, Koren & Volinsky 2008) with the
+    `implicit` library's ALS: the hybrid's item model past EASE's size limit, where a
+    dense items x items inverse no longer fits.
+
+    Preferences are 1 for every item a user chose, with confidence 1 + alpha x
+    `confidence(strength)`; unseen items are 0 with confidence 1, so no negatives are
+    sampled. The defaults did best of a few tried on the synthetic shop (precision@10
+    0.163 against collaborative's 0.168 and EASE's 0.187, in 0.4 s). A history is folded
+    in exactly as ALS solves a user row, against the fitted item factors:
+    (YᵀY + Yᵀ(C - I)Y + λI) x = YᵀC p, one small solve per request.
+    """
+
+    name = "als"
+
+    def __init__(self, factors: int = 32, regularization: float = 5.0, alpha: float = 2.0,
+                 iterations: int = 20, seed: int = 0,
+                 max_per_category: int | None = None) -> None:
+        super().__init__(max_per_category)
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.seed = seed
+        self.fitted = False
+
+    def _fit(self, train: Sequence[Interaction]) -> None:
+        import warnings
+
+        from implicit.als import AlternatingLeastSquares
+        from scipy import sparse
+        from threadpoolctl import threadpool_limits
+
+        rows: list[int] = []
+        cols: list[int] = []
+        values: list[float] = []
+        for row, history in enumerate(self.histories.values()):
+            rows.extend([row] * len(history))
+            cols.extend(history.keys())
+            values.extend(history.values())
+        strengths = confidence(np.asarray(values, dtype=np.float64)) * self.alpha
+        x = sparse.csr_matrix((strengths.astype(np.float32), (rows, cols)),
+                              shape=(len(self.histories), len(self.items)))
+        # implicit warns when BLAS is multithreaded (it parallelises itself): limit it.
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            model = AlternatingLeastSquares(factors=self.factors,
+                                            regularization=self.regularization, alpha=1.0,
+                                            iterations=self.iterations,
+                                            random_state=self.seed)
+            model.fit(x, show_progress=False)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
+        self._gram = self.item_factors.T @ self.item_factors
+        self._chosen = np.zeros(len(self.items), dtype=bool)
+        self._chosen[np.unique(np.asarray(cols, dtype=np.int64))] = True
+        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
+        self._unit_factors = self.item_factors / np.where(norms > 0, norms, 1.0)
+        self.fitted = True
+
+    def _score(self, user: str | None, seen: np.ndarray, strengths: np.ndarray) -> Scored | None:
+        keep = self._chosen[seen] if len(seen) else np.zeros(0, dtype=bool)
+        own, weights = seen[keep], strengths[keep]
+        if not len(own):
+            return None
+        c = confidence(weights) * self.alpha  # C - I on the user's items
+        y = self.item_factors[own]
+        a = self._gram + (y.T * c) @ y + self.regularization * np.eye(self.factors)
+        factors = np.linalg.solve(a, y.T @ (1.0 + c))
+        scores = np.where(self._chosen, self.item_factors @ factors, -np.inf)
+
+        def explain(chosen: np.ndarray) -> list[Reason]:
+            closeness = self._unit_factors[chosen] @ self._unit_factors[own].T * c
+            best = own[np.argmax(closeness, axis=1)]
+            return [Reason(ReasonCode.ALSO_LIKED, self.items[p]) for p in best.tolist()]
+
+        return Scored(scores, explain)
+
+    def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
+        position = self.index.get(item)
+        if position is None or not self._chosen[position]:
+            return []
+        scores = np.where(self._chosen, self._unit_factors @ self._unit_factors[position],
+                          -np.inf)
+        because = Reason(ReasonCode.ALSO_LIKED, item)
+        return self._top(Scored(scores, lambda chosen: [because] * len(chosen)),
+                         np.array([position]), k, ())
+
+
 class HybridModel(ScoringModel):
     """A weighted blend of EASE, collaborative, content and popularity scores, with a
     popularity penalty for diversity; the weights, EASE's λ and the penalty are chosen on
@@ -678,8 +767,8 @@ class HybridModel(ScoringModel):
     are.
 
     EASE needs a dense items x items inverse, so above `max_ease_items` items with
-    interactions it is left out and the collaborative model (surprise SVD) is the item
-    model. While EASE fits, the collaborative model is a candidate only with
+    interactions it is left out and `implicit`'s ALS (`AlsModel`) is the item model in
+    its place. The collaborative model (surprise SVD) is a candidate only with
     `collaborative_with_ease`: surprise's SVD with sampled negatives costs more than
     everything else together (two fits, about 6 s each on 30,000 interactions) and
     EASE alone outranks it on every benchmark here.
@@ -699,6 +788,7 @@ class HybridModel(ScoringModel):
         *,
         ease_weight: float = 1.0,
         ease: EaseModel | None = None,
+        als: AlsModel | None = None,
         max_ease_items: int = 12_000,
         diversity: float | None = None,
         tune: bool = True,
@@ -718,6 +808,7 @@ class HybridModel(ScoringModel):
             (collaborative or CollaborativeModel(), collaborative_weight),
             (content or ContentModel(), content_weight),
             (popularity or PopularityModel(), popularity_weight),
+            (als or AlsModel(), 0.0),
         ]
         self.max_ease_items = max_ease_items
         self.diversity = diversity
@@ -751,9 +842,9 @@ class HybridModel(ScoringModel):
             # Every part but an unweighted collaborative model (the costly one) is fitted,
             # weighted or not: the product page and the cart use EASE's and content's
             # item-to-item neighbours, and a placement may ask for one part alone.
-            if weight > 0 or (model is self.components[0][0] and ease_fits) or (
-                    model is not self.components[0][0]
-                    and not isinstance(model, CollaborativeModel)):
+            item_model = self.components[0 if ease_fits else 4][0]
+            if weight > 0 or model is item_model or isinstance(model, ContentModel
+                                                                 | PopularityModel):
                 model.fit(train, self.catalogue)
                 if model.items != self.items:  # pragma: no cover - same inputs, same index
                     raise RuntimeError(f"{model.name} indexed items differently")
@@ -795,12 +886,14 @@ class HybridModel(ScoringModel):
                     rows[row] = self._rescale(scored.scores)
             return rows
 
-        ease, collaborative, content, _ = (m for m, _ in self.components)
+        ease, collaborative, content, _, als = (m for m, _ in self.components)
         candidates: dict[str, list[tuple[object, np.ndarray]]] = {}
         if ease_fits:
             candidates["ease"] = [(l2, matrix(EaseModel(l2=l2, max_items=self.max_ease_items)))
                                   for l2 in self.l2_grid]
-        if not ease_fits or self.collaborative_with_ease:
+        if not ease_fits:
+            candidates["als"] = [(None, matrix(copy.deepcopy(als)))]
+        if self.collaborative_with_ease:
             candidates["collaborative"] = [(None, matrix(copy.deepcopy(collaborative)))]
         if self.catalogue:
             candidates["content"] = [(None, matrix(copy.deepcopy(content)))]
@@ -863,7 +956,7 @@ class HybridModel(ScoringModel):
         self.tuning = {
             "validation_users": len(users),
             "weights": {n: weights.get(n, 0.0) for n in
-                        ("ease", "collaborative", "content", "popularity")},
+                        ("ease", "collaborative", "content", "popularity", "als")},
             "ease_l2": l2,
             "diversity": self.diversity,
             "validation_precision": round(score, 4),

@@ -34,6 +34,7 @@ from domain.recommendation.interactions import (
     derive_interactions,
 )
 from domain.recommendation.models import (
+    AlsModel,
     CollaborativeModel,
     ContentModel,
     EaseModel,
@@ -100,7 +101,7 @@ class TrainedRecommender:
         if strategy is Strategy.COLLABORATIVE:
             model: ScoringModel = self.item_model
             weighted = dict((id(m), w) for m, w in self.hybrid.components)
-            if isinstance(model, EaseModel) or weighted[id(model)] > 0:
+            if isinstance(model, EaseModel | AlsModel) or weighted[id(model)] > 0:
                 return model
             return self.hybrid  # never fitted: the blend stands in
         return self.content if strategy is Strategy.CONTENT else self._part(PopularityModel)
@@ -110,10 +111,13 @@ class TrainedRecommender:
         return self._part(CollaborativeModel)
 
     @property
-    def item_model(self) -> EaseModel | CollaborativeModel:
-        """The fitted item-to-item model: EASE, or collaborative past EASE's size limit."""
-        ease = self._part(EaseModel)
-        return ease if ease.fitted else self.collaborative
+    def item_model(self) -> EaseModel | AlsModel | CollaborativeModel:
+        """The fitted item-to-item model: EASE, or ALS past EASE's size limit (and
+        surprise's SVD for a model trained before either existed)."""
+        for part, _weight in self.hybrid.components:
+            if isinstance(part, EaseModel | AlsModel) and part.fitted:
+                return part
+        return self.collaborative
 
     @property
     def content(self) -> ContentModel:
