@@ -84,3 +84,21 @@ def test_past_the_ease_limit_the_hybrid_uses_als_and_still_beats_popularity() ->
     alone = hybrid.tuning["components_alone"]
     assert hybrid.tuning["validation_precision"] >= max(alone.values())
     assert alone["als"] > alone["popularity"]
+
+
+def test_a_hybrid_pickled_before_tuning_existed_still_serves() -> None:
+    import pickle
+
+    data = generate(SyntheticConfig(n_users=60, n_items=40, n_interactions=900, seed=1))
+    hybrid = HybridModel(tune=False).fit(data.interactions, data.catalogue)
+    state = dict(hybrid.__dict__)
+    for name in ("diversity", "_penalty", "tuning"):
+        del state[name]
+    old = HybridModel.__new__(HybridModel)
+    old.__setstate__(state)
+    revived = pickle.loads(pickle.dumps(old))
+    user = data.interactions[0].user
+    assert revived.diversity == 0.0
+    assert [r.item for r in revived.recommend(user, 5)] == [
+        r.item for r in HybridModel(tune=False, diversity=0.0)
+        .fit(data.interactions, data.catalogue).recommend(user, 5)]

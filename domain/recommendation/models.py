@@ -278,6 +278,12 @@ class PopularityModel(ScoringModel):
 
     name = "popularity"
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A model file trained before validation and diversity existed still serves:
+        its fixed blend, without a popularity penalty."""
+        self.__dict__.update({"diversity": 0.0, "_penalty": np.zeros(0), "tuning": {}})
+        self.__dict__.update(state)
+
     def _fit(self, train: Sequence[Interaction]) -> None:
         counts = np.zeros(len(self.items))
         for history in self.histories.values():
@@ -824,6 +830,12 @@ class HybridModel(ScoringModel):
         self.seed = seed
         self.tuning: dict[str, object] = {}
         self._penalty = np.zeros(0)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A model file trained before validation and diversity existed still serves:
+        its fixed blend, without a popularity penalty."""
+        self.__dict__.update({"diversity": 0.0, "_penalty": np.zeros(0), "tuning": {}})
+        self.__dict__.update(state)
 
     def _fit(self, train: Sequence[Interaction]) -> None:
         counts = np.zeros(len(self.items))
