@@ -73,6 +73,7 @@ class TrainingParams:
     content_weight: float = 0.25
     popularity_weight: float = 0.0
     diversity: float | None = None
+    diversity_tolerance: float = 0.0
     max_ease_items: int = 12_000
     n_factors: int = 32
     n_epochs: int = 30
@@ -223,7 +224,8 @@ def _hybrid(params: TrainingParams) -> HybridModel:
         collaborative=CollaborativeModel(n_factors=params.n_factors,
                                          n_epochs=params.n_epochs, seed=params.seed),
         ease_weight=params.ease_weight, max_ease_items=params.max_ease_items,
-        diversity=params.diversity, tune=params.tune_blend, k=params.evaluate_k,
+        diversity=params.diversity, diversity_tolerance=params.diversity_tolerance,
+        tune=params.tune_blend, k=params.evaluate_k,
         seed=params.seed,
     )
 
