@@ -64,9 +64,10 @@ USERS = ("u00000", "u00001", "u00042", "u00299")
 def test_collaborative_and_hybrid_beat_popularity_by_a_clear_margin(
     data: SyntheticData,
 ) -> None:
-    """Measured with this seed: popularity 0.087, collaborative 0.204, content 0.188,
-    hybrid 0.257 (precision@10, random 75/25 split); the margins leave room for numeric
-    noise across platforms but not for a model that has stopped learning tastes."""
+    """Measured with this seed: popularity 0.087, EASE 0.205, collaborative 0.204,
+    content 0.188, hybrid 0.265 with coverage 0.90 (precision@10, random 75/25 split);
+    the margins leave room for numeric noise across platforms but not for a model that
+    has stopped learning tastes."""
     report = evaluate(data.interactions, data.catalogue, k=10, seed=42)
     results = report.results
     popularity = results["popularity"]
@@ -74,6 +75,9 @@ def test_collaborative_and_hybrid_beat_popularity_by_a_clear_margin(
     assert results["collaborative"].precision >= 1.5 * popularity.precision
     assert results["hybrid"].precision >= 2.0 * popularity.precision
     assert results["hybrid"].precision >= results["collaborative"].precision
+    # The served blend is at least its best part on the test side too, here.
+    assert results["hybrid"].precision >= max(results[name].precision
+                                              for name in ("ease", "content", "popularity"))
     assert results["hybrid"].ndcg >= 1.5 * popularity.ndcg
     assert results["hybrid"].lift == pytest.approx(
         results["hybrid"].precision / popularity.precision
@@ -85,7 +89,7 @@ def test_collaborative_and_hybrid_beat_popularity_by_a_clear_margin(
 
 
 def test_the_hybrid_also_wins_on_a_temporal_split(data: SyntheticData) -> None:
-    """Measured: popularity 0.063, hybrid 0.211."""
+    """Measured: popularity 0.063, hybrid 0.204."""
     models = {"popularity": PopularityModel, "hybrid": HybridModel}
     report = evaluate(data.interactions, data.catalogue, models, split_kind="temporal")
     assert report.split == "temporal"

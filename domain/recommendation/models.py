@@ -1,4 +1,5 @@
-"""Recommenders: popularity, collaborative (surprise), content and their hybrid.
+"""Recommenders: popularity, EASE (closed-form item-item), ALS (implicit), collaborative
+(surprise), content and their hybrid, tuned on validation (see `HybridModel`).
 
 Every model follows one protocol — `fit(train, catalogue)` then `recommend(user, k,
 exclude, history)` — and returns `Recommendation(item, score, reason)` records, so the
