@@ -725,7 +725,9 @@ def recommend_evaluate(database_url: str | None, ratings: str | None, synthetic:
                f" held-out interactions, {report.items} items; {report.split} split, seed "
                f"{report.seed}; novelty = {report.novelty_definition}")
     click.echo(report.table())
-    if tuning:
+    if "skipped" in tuning:
+        click.echo(f"served: hybrid, not tuned: {tuning['skipped']}")
+    elif tuning:
         click.echo(f"served: hybrid, chosen on validation: weights {tuning['weights']}, "
                    f"EASE λ {tuning['ease_l2']}, diversity {tuning['diversity']}")
 

@@ -769,7 +769,10 @@ class HybridModel(ScoringModel):
     - then the strongest `diversity_grid` penalty whose validation precision stays
       within `diversity_tolerance` (a share, 0 by default: no precision given up) of
       the unpenalised blend's, unless `diversity` is fixed by the caller.
-    Then the chosen components are refitted on all the training data. What was chosen
+    With fewer than `min_validation_users` (100) members to validate on, nothing is
+    chosen and the given weights (EASE 1, content 0.25) are used: a choice on a handful
+    of members follows noise. Then the chosen components are refitted on all the
+    training data. What was chosen
     and measured is kept in `tuning`. Without `tune` the given weights are used as they
     are.
 
@@ -802,6 +805,7 @@ class HybridModel(ScoringModel):
         k: int = 10,
         validation_share: float = 0.2,
         validation_users: int = 1_000,
+        min_validation_users: int = 100,
         l2_grid: Sequence[float] = (50.0, 200.0, 500.0),
         weight_grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
         diversity_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
@@ -823,6 +827,7 @@ class HybridModel(ScoringModel):
         self.k = k
         self.validation_share = validation_share
         self.validation_users = validation_users
+        self.min_validation_users = min_validation_users
         self.l2_grid = tuple(l2_grid)
         self.weight_grid = tuple(weight_grid)
         self.diversity_grid = tuple(diversity_grid)
@@ -879,7 +884,12 @@ class HybridModel(ScoringModel):
         if len(users) > self.validation_users:
             rng = np.random.default_rng(self.seed)
             users = sorted(rng.choice(users, self.validation_users, replace=False).tolist())
-        if not users:
+        if len(users) < self.min_validation_users:
+            # Too few members to choose between blends: the choice would follow noise
+            # (a retrained version flipping to a worse blend). The given weights stand.
+            self.tuning = {"validation_users": len(users),
+                           "skipped": f"fewer than {self.min_validation_users} "
+                                      "validation members; the given weights are used"}
             return
         relevant = np.zeros((len(users), len(index)), dtype=bool)
         for row, user in enumerate(users):
