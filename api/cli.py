@@ -671,28 +671,53 @@ def recommend_train(database_url: str | None, reason: str, activate: bool, force
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--relevance-threshold", type=float, default=None,
               help="Count only held-out interactions this strong as relevant (e.g. 4).")
+@click.option("--items", "items_path", type=click.Path(exists=True, dir_okay=False),
+              default=None,
+              help="Item metadata for --ratings: a CSV/TSV with a header (item_id, title, "
+                   "categories, brand, price, released) or MovieLens' u.item.")
+@click.option("--diversity", type=click.FloatRange(0.0), default=None,
+              help="Fix the served model's popularity penalty instead of choosing it on "
+                   "validation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def recommend_evaluate(database_url: str | None, ratings: str | None, synthetic: bool, k: int,
                        split_kind: str, seed: int, relevance_threshold: float | None,
+                       items_path: str | None, diversity: float | None,
                        as_json: bool) -> None:
     """Offline evaluation against the popularity baseline: the shop's own behaviour by
-    default, a MovieLens file with --ratings, or the synthetic shop with --synthetic."""
-    from domain.recommendation.evaluation import evaluate
+    default, a MovieLens file with --ratings (and item metadata with --items), or the
+    synthetic shop with --synthetic. Precision and coverage are always reported
+    together; "served" names the model the shop serves (the hybrid)."""
+    from domain.recommendation.evaluation import default_models, evaluate
+    from domain.recommendation.items import read_items
+    from domain.recommendation.models import HybridModel
 
     if ratings and synthetic:
         raise click.UsageError("choose --ratings or --synthetic, not both")
+    if items_path and not ratings:
+        raise click.UsageError("--items describes the items of --ratings; give both")
     try:
         interactions, catalogue, source = _evaluation_data(database_url, ratings, synthetic)
+        if items_path:
+            catalogue = dict(read_items(items_path))
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if not interactions:
         raise click.ClickException(f"{source} holds no interactions to evaluate")
-    report = evaluate(interactions, catalogue or None, k=k, split_kind=split_kind, seed=seed,
-                      relevance_threshold=relevance_threshold,
+    served: list[HybridModel] = []
+
+    def hybrid() -> HybridModel:
+        served.append(HybridModel(diversity=diversity, k=k, seed=seed))
+        return served[-1]
+
+    models = {**default_models(catalogue or None), "hybrid": hybrid}
+    report = evaluate(interactions, catalogue or None, models, k=k, split_kind=split_kind,
+                      seed=seed, relevance_threshold=relevance_threshold,
                       progress=lambda message: click.echo(f"  {message}", err=True))
+    tuning = served[-1].tuning if served else {}
     if as_json:
         click.echo(json.dumps({"source": source, "k": report.k, "split": report.split,
-                               "seed": report.seed,
+                               "seed": report.seed, "items": report.items,
+                               "served": "hybrid", "served_tuning": tuning,
                                **{name: result.figures()
                                   for name, result in report.results.items()}}))
         return
@@ -700,6 +725,11 @@ def recommend_evaluate(database_url: str | None, ratings: str | None, synthetic:
                f" held-out interactions, {report.items} items; {report.split} split, seed "
                f"{report.seed}; novelty = {report.novelty_definition}")
     click.echo(report.table())
+    if "skipped" in tuning:
+        click.echo(f"served: hybrid, not tuned: {tuning['skipped']}")
+    elif tuning:
+        click.echo(f"served: hybrid, chosen on validation: weights {tuning['weights']}, "
+                   f"EASE λ {tuning['ease_l2']}, diversity {tuning['diversity']}")
 
 
 def _evaluation_data(database_url: str | None, ratings: str | None,

@@ -18,6 +18,7 @@ from domain.recommendation.metrics import evaluate_lists, long_tail_items, new_i
 from domain.recommendation.models import (
     CollaborativeModel,
     ContentModel,
+    EaseModel,
     HybridModel,
     PopularityModel,
     Recommender,
@@ -89,10 +90,11 @@ class EvaluationReport:
 
 
 def default_models(catalogue: Catalogue | None = None) -> dict[str, ModelFactory]:
-    """Popularity, collaborative and hybrid; content too when there is a catalogue (it
+    """Popularity, EASE, collaborative and hybrid; content too when there is a catalogue (it
     has nothing to compare items by without one)."""
     models: dict[str, ModelFactory] = {
         "popularity": PopularityModel,
+        "ease": EaseModel,
         "collaborative": CollaborativeModel,
     }
     if catalogue:

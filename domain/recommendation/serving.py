@@ -202,10 +202,13 @@ def _product(trained: TrainedRecommender, state: MemberState, request: ListReque
     product = request.product_id or ""
     depth = _depth(trained, request, blocked)
     blended: dict[str, tuple[float, PickReason]] = {}
-    parts = ((trained.collaborative.similar_items(product, depth),
-              trained.hybrid.components[0][1], PickReasonCode.ALSO_LIKED),
-             (trained.content.similar_items(product, depth),
-              trained.hybrid.components[1][1], PickReasonCode.SIMILAR_TO))
+    # The item model's neighbours (EASE, or the collaborative model past EASE's size
+    # limit) and content's, equally weighted: a product nobody bought yet still has
+    # content neighbours, whatever weight the personal blend gave content.
+    parts = ((trained.item_model.similar_items(product, depth), 1.0,
+              PickReasonCode.ALSO_LIKED),
+             (trained.content.similar_items(product, depth), 1.0,
+              PickReasonCode.SIMILAR_TO))
     for recommendations, weight, code in parts:
         for item, score in _rescaled(recommendations):
             if item in blocked or item == product:

@@ -34,8 +34,10 @@ from domain.recommendation.interactions import (
     derive_interactions,
 )
 from domain.recommendation.models import (
+    AlsModel,
     CollaborativeModel,
     ContentModel,
+    EaseModel,
     HybridModel,
     PopularityModel,
     ScoringModel,
@@ -63,9 +65,16 @@ class TrainingParams:
     """What a training run is configured with; recorded with every version."""
 
     weights: InteractionWeights = field(default_factory=InteractionWeights)
-    collaborative_weight: float = 1.0
-    content_weight: float = 1.0
-    popularity_weight: float = 0.5
+    # The blend's weights are chosen on a validation split (`tune_blend`); these are used
+    # only when it is switched off. `diversity` None: chosen on validation too.
+    tune_blend: bool = True
+    ease_weight: float = 1.0
+    collaborative_weight: float = 0.0
+    content_weight: float = 0.25
+    popularity_weight: float = 0.0
+    diversity: float | None = None
+    diversity_tolerance: float = 0.0
+    max_ease_items: int = 12_000
     n_factors: int = 32
     n_epochs: int = 30
     seed: int = 42
@@ -86,19 +95,30 @@ class TrainedRecommender:
     trained_at: datetime
 
     def model(self, strategy: Strategy) -> ScoringModel:
-        """The model a strategy names: the hybrid, or one of its fitted parts."""
+        """The model a strategy names: the hybrid, or one of its fitted parts
+        ("collaborative" is the item model: EASE, or surprise's SVD past EASE's limit)."""
         if strategy is Strategy.HYBRID:
             return self.hybrid
-        wanted = {Strategy.COLLABORATIVE: CollaborativeModel, Strategy.CONTENT: ContentModel,
-                  Strategy.POPULARITY: PopularityModel}[strategy]
-        for component, weight in self.hybrid.components:
-            if isinstance(component, wanted) and weight > 0:
-                return component
-        return self.hybrid  # a part switched off by its weight: the blend stands in
+        if strategy is Strategy.COLLABORATIVE:
+            model: ScoringModel = self.item_model
+            weighted = dict((id(m), w) for m, w in self.hybrid.components)
+            if isinstance(model, EaseModel | AlsModel) or weighted[id(model)] > 0:
+                return model
+            return self.hybrid  # never fitted: the blend stands in
+        return self.content if strategy is Strategy.CONTENT else self._part(PopularityModel)
 
     @property
     def collaborative(self) -> CollaborativeModel:
         return self._part(CollaborativeModel)
+
+    @property
+    def item_model(self) -> EaseModel | AlsModel | CollaborativeModel:
+        """The fitted item-to-item model: EASE, or ALS past EASE's size limit (and
+        surprise's SVD for a model trained before either existed)."""
+        for part, _weight in self.hybrid.components:
+            if isinstance(part, EaseModel | AlsModel) and part.fitted:
+                return part
+        return self.collaborative
 
     @property
     def content(self) -> ContentModel:
@@ -188,6 +208,8 @@ def train_recommender(
     model = TrainedRecommender(hybrid, rules, context, params, now)
     model.forget_members()
     metrics = _metrics(interactions, catalogue, params, say)
+    if hybrid.tuning:
+        metrics["chosen_on_validation"] = hybrid.tuning
     members = len({row.user for row in interactions})
     products = len({row.item for row in interactions} | set(catalogue))
     return TrainingOutcome(model, metrics, len(interactions), members, products,
@@ -201,6 +223,10 @@ def _hybrid(params: TrainingParams) -> HybridModel:
         popularity_weight=params.popularity_weight,
         collaborative=CollaborativeModel(n_factors=params.n_factors,
                                          n_epochs=params.n_epochs, seed=params.seed),
+        ease_weight=params.ease_weight, max_ease_items=params.max_ease_items,
+        diversity=params.diversity, diversity_tolerance=params.diversity_tolerance,
+        tune=params.tune_blend, k=params.evaluate_k,
+        seed=params.seed,
     )
 
 

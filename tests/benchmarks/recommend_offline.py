@@ -2,7 +2,7 @@
 
 Generates the deterministic synthetic set (100,000 interactions by default: 2,000 users,
 2,000 products with planted tastes), splits it per user 75/25 with a fixed seed, trains
-popularity, collaborative (surprise SVD with sampled negatives), content and hybrid models
+popularity, EASE, collaborative (surprise SVD with sampled negatives), content and hybrid
 on the training side and prints precision@k, recall@k, NDCG@k, catalogue coverage,
 novelty and training time side by side, with each model's precision lift over popularity.
 
