@@ -34,7 +34,7 @@ from domain.coupon import Coupon
 from domain.loyalty import LoyaltyAccount, account_id_for
 from projections.campaign_tables import campaign_rewards, campaigns
 from projections.commerce_tables import stored, utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 
 ORDER_REF = "order:"
 REFUND_REF = "refund:"
@@ -48,7 +48,7 @@ def contribution(row: dict[str, Any]) -> tuple[int, int, int]:
     return 1, int(row["spend"]), int(row["refunded"])
 
 
-class CampaignResultsProjection(Projection):
+class CampaignResultsProjection(ReadModel):
     name = "campaign_results"
     tables = (campaigns, campaign_rewards)
 

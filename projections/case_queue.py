@@ -24,7 +24,7 @@ from sqlalchemy import Connection, insert, select, update
 from domain.after_sales import OPEN_STATES, AfterSalesCase, CaseState, SlaKind
 from projections.after_sales_tables import case_queue, case_timeline
 from projections.commerce_tables import iso, utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 
 OPEN_STATE_VALUES = frozenset(str(s.value) for s in OPEN_STATES)
 
@@ -53,7 +53,7 @@ def public_refund(refund: dict[str, Any] | None) -> dict[str, Any] | None:
             "currency": refund.get("currency")}
 
 
-class CaseQueueProjection(Projection):
+class CaseQueueProjection(ReadModel):
     name = "case_queue"
     tables = (case_queue, case_timeline)
 

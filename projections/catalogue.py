@@ -16,7 +16,7 @@ from sqlalchemy import Connection, insert, update
 from domain.catalogue import CatalogueProduct
 from projections.catalogue_tables import products
 from projections.commerce_tables import utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 
 
 def _date(value: str | None) -> date | None:
@@ -24,7 +24,7 @@ def _date(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-class CatalogueProjection(Projection):
+class CatalogueProjection(ReadModel):
     name = "products"
     tables = (products,)
 

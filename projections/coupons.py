@@ -13,10 +13,10 @@ from sqlalchemy import Connection, insert, update
 
 from domain.coupon import Coupon, CouponStatus, Reward
 from projections.commerce_tables import coupons, rewards, utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 
 
-class CouponsProjection(Projection):
+class CouponsProjection(ReadModel):
     name = "coupons"
     tables = (coupons, rewards)
 

@@ -20,7 +20,7 @@ it, and the failing one is retried on its own cursor with exponential back-off (
 per step), so the others and the readers who do not read it carry on.
 
 Our classes are `ReadModel` and `ReadModelRunner`, so they do not shadow the `eventsourcing`
-library's own `Projection` and `ProjectionRunner`.
+library's own `ReadModel` and `ReadModelRunner`.
 """
 
 from __future__ import annotations
@@ -118,10 +118,6 @@ def failing_position(last_error: str | None) -> int | None:
     """The event position a recorded error names ("at position N: ..."), if any."""
     match = re.match(r"at position (\d+):", last_error or "")
     return int(match.group(1)) if match else None
-
-
-# Kept for modules written against the old names; new code uses ReadModel/ReadModelRunner.
-Projection = ReadModel
 
 
 @dataclass(frozen=True)
@@ -757,7 +753,3 @@ class ReadModelRunner:
             except Exception:
                 log.warning("LISTEN connection lost; retrying", exc_info=True)
                 time.sleep(1.0)
-
-
-# Kept for modules written against the old name.
-ProjectionRunner = ReadModelRunner

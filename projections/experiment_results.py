@@ -48,7 +48,7 @@ from domain.experiments import (
 from domain.member import Member
 from domain.order import Order
 from projections.commerce_tables import stored, utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 from projections.experiment_tables import (
     experiment_clicks,
     experiment_exposures,
@@ -73,7 +73,7 @@ class _Exposure:
     clicked: dict[str, datetime] = field(default_factory=dict)
 
 
-class ExperimentResultsProjection(Projection):
+class ExperimentResultsProjection(ReadModel):
     name = "experiment_results"
     tables = (experiments, experiment_variant_results, experiment_exposures,
               experiment_clicks, experiment_orders)

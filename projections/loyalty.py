@@ -35,7 +35,7 @@ from projections.commerce_tables import (
     tier_history,
     utc,
 )
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 
 AVAILABLE = "available"
 PENDING = "pending"
@@ -118,7 +118,7 @@ class _Books:
         return {"available": self.available, "pending": self.pending, "debt": self.debt}
 
 
-class LoyaltyProjection(Projection):
+class LoyaltyProjection(ReadModel):
     name = "loyalty"
     tables = (loyalty_accounts, loyalty_lots, loyalty_ledger, loyalty_spend, tier_history)
     batched = True

@@ -56,7 +56,7 @@ from projections.behaviour_tables import (
     session_interests,
 )
 from projections.commerce_tables import utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 from projections.segment_membership import SegmentMembership
 from projections.segment_tables import SEGMENT_TABLES
 
@@ -182,7 +182,7 @@ def _aware_row(row: Any) -> Row:
             for key, value in row._mapping.items()}
 
 
-class MemberBehaviourProjection(Projection):
+class MemberBehaviourProjection(ReadModel):
     name = "member_behaviour"
     # Each batch of behaviour holds up to 500 events: keep transactions short.
     batch_limit = 20

@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 from domain.loyalty import LoyaltyAccount
 from domain.member import Member, is_profile_complete
 from projections.batch_work import BatchWork
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 from projections.tables import member_profiles, member_tags
 
 DEFAULT_TIER = "regular"
@@ -29,7 +29,7 @@ def _birthday(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-class MemberProfilesProjection(Projection):
+class MemberProfilesProjection(ReadModel):
     name = "member_profiles"
     tables = (member_profiles, member_tags)
     batched = True

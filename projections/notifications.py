@@ -35,7 +35,7 @@ from domain.shipment import (
     status_rank,
 )
 from projections.commerce_tables import utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 from projections.shipping_tables import (
     OUTBOX_CANCELLED,
     OUTBOX_PENDING,
@@ -92,7 +92,7 @@ def _day(value: str) -> str:
     return datetime.fromisoformat(value).date().isoformat()
 
 
-class NotificationsProjection(Projection):
+class NotificationsProjection(ReadModel):
     name = "notifications"
     tables = (
         notifications,

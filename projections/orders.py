@@ -16,10 +16,10 @@ from typing import Any
 from domain.order import Order, OrderState
 from projections.batch_work import BatchWork
 from projections.commerce_tables import iso, orders, utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 
 
-class OrdersProjection(Projection):
+class OrdersProjection(ReadModel):
     name = "orders"
     tables = (orders,)
     batched = True

@@ -31,7 +31,7 @@ from domain.member import ConsentPurpose, Member
 from domain.order import Order
 from domain.recommendation.interactions import SignalKind
 from projections.commerce_tables import utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 from projections.recommender_tables import (
     recommendation_consents,
     recommendation_orders,
@@ -47,7 +47,7 @@ BEHAVIOUR_SIGNALS = {
 CONSENTED_KINDS = tuple(kind.value for kind in BEHAVIOUR_SIGNALS.values())
 
 
-class RecommendationSignalsProjection(Projection):
+class RecommendationSignalsProjection(ReadModel):
     name = "recommendation_signals"
     tables = (recommendation_signals, recommendation_orders, recommendation_consents)
 

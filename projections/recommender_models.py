@@ -13,11 +13,11 @@ from sqlalchemy import Connection, insert, update
 
 from domain.recommender import RecommenderRegistry
 from projections.commerce_tables import utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 from projections.recommender_tables import recommender_models
 
 
-class RecommenderModelsProjection(Projection):
+class RecommenderModelsProjection(ReadModel):
     name = "recommender_models"
     tables = (recommender_models,)
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, insert, select, update
 from domain.after_sales import AfterSalesCase, SlaKind
 from projections.after_sales_tables import service_kpis
 from projections.commerce_tables import utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 
 
 def _aware(value: datetime) -> datetime:
@@ -29,7 +29,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class ServiceKpisProjection(Projection):
+class ServiceKpisProjection(ReadModel):
     name = "service_kpis"
     tables = (service_kpis,)
 

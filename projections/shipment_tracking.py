@@ -35,7 +35,7 @@ from domain.shipment import (
 )
 from projections.batch_work import BatchWork
 from projections.commerce_tables import iso, utc
-from projections.engine import Handler, Projection
+from projections.engine import Handler, ReadModel
 from projections.shipping_tables import shipment_tracking
 
 FINAL_STATUSES = frozenset(str(s.value) for s in FINAL)
@@ -52,7 +52,7 @@ def public_packaging(packaging: dict[str, Any] | None) -> dict[str, bool]:
     return {"gift_wrap": bool(packaging.get("gift_wrap")), "eco": bool(packaging.get("eco"))}
 
 
-class ShipmentTrackingProjection(Projection):
+class ShipmentTrackingProjection(ReadModel):
     name = "shipment_tracking"
     tables = (shipment_tracking,)
     batched = True

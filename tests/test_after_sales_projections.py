@@ -49,7 +49,7 @@ from domain.clock import AdjustableClock
 from domain.metadata import Channel, EventMetadata, Role
 from projections import after_sales_tables as tables
 from projections.case_queue import CaseQueueProjection
-from projections.engine import ProjectionRunner
+from projections.engine import ReadModelRunner
 from projections.service_kpis import ServiceKpisProjection
 from projections.shipping_tables import shipment_tracking
 from projections.tables import metadata, projection_tracking
@@ -143,7 +143,7 @@ class Desk:
 
     def __post_init__(self) -> None:
         self.clock.set(T0 - timedelta(days=2))
-        self.runner = ProjectionRunner(
+        self.runner = ReadModelRunner(
             self.runtime.sync_engine, self.runtime.app.recorder,  # type: ignore[arg-type]
             self.runtime.app.mapper, [CaseQueueProjection(), ServiceKpisProjection()],
             batch_size=5,
@@ -934,7 +934,7 @@ def test_a_rebuild_reproduces_the_tables_exactly(desk: Desk) -> None:
         assert desk.runner.rebuild(name) == desk.runner.head()
     assert desk.snapshot() == live
     # A second runner finds nothing left to do, and changes nothing.
-    other = ProjectionRunner(
+    other = ReadModelRunner(
         desk.runtime.sync_engine, desk.runtime.app.recorder,  # type: ignore[arg-type]
         desk.runtime.app.mapper, [CaseQueueProjection(), ServiceKpisProjection()])
     assert other.run_once() == 0

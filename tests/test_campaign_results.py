@@ -30,7 +30,7 @@ from domain.loyalty import account_id_for
 from domain.metadata import Channel, EventMetadata, Role
 from projections.campaign_results import CampaignResultsProjection
 from projections.campaign_tables import CAMPAIGN_TABLES, campaign_rewards, campaigns
-from projections.engine import ProjectionRunner
+from projections.engine import ReadModelRunner
 from projections.tables import metadata
 from tests.segment_stand_in import admin_meta, define_segment, seed_segment
 from tests.shop import stocked
@@ -63,7 +63,7 @@ class Shop:
         self.rt = runtime
         self.clock = clock
         clock.set(T0)
-        self.runner = ProjectionRunner(
+        self.runner = ReadModelRunner(
             runtime.sync_engine, runtime.app.recorder,  # type: ignore[arg-type]
             runtime.app.mapper, [CampaignResultsProjection()], batch_size=4)
 

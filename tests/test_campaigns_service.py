@@ -39,7 +39,7 @@ from domain.errors import (
 from domain.loyalty import LotStatus
 from domain.metadata import Channel, EventMetadata, Role
 from domain.segments import Segment
-from projections.engine import ProjectionRunner
+from projections.engine import ReadModelRunner
 from projections.member_profiles import MemberProfilesProjection
 from projections.tables import member_profiles
 from tests.segment_stand_in import (
@@ -343,7 +343,7 @@ def test_a_withdrawal_wins_even_while_the_read_model_still_shows_consent(
 ) -> None:
     ann, bob = desk.member("Ann"), desk.member("Bob")
     desk.join(ann, bob)
-    profiles = ProjectionRunner(desk.rt.sync_engine, desk.rt.app.recorder,  # type: ignore[arg-type]
+    profiles = ReadModelRunner(desk.rt.sync_engine, desk.rt.app.recorder,  # type: ignore[arg-type]
                                 desk.rt.app.mapper, [MemberProfilesProjection()])
     profiles.catch_up("member_profiles")
     campaign_id = desk.launch(starts_in=timedelta(minutes=30))
@@ -363,7 +363,7 @@ def test_members_the_read_model_shows_without_consent_are_not_even_loaded(
 ) -> None:
     ann, bob = desk.member("Ann"), desk.member("Bob", consent=None)
     desk.join(ann, bob)
-    ProjectionRunner(desk.rt.sync_engine, desk.rt.app.recorder,  # type: ignore[arg-type]
+    ReadModelRunner(desk.rt.sync_engine, desk.rt.app.recorder,  # type: ignore[arg-type]
                      desk.rt.app.mapper, [MemberProfilesProjection()]).run_once()
     campaign_id = desk.launch(starts_in=timedelta(minutes=1))
     desk.clock.advance(timedelta(minutes=1))

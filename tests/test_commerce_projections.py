@@ -36,7 +36,7 @@ from projections.commerce_tables import (
     tier_history,
 )
 from projections.coupons import CouponsProjection
-from projections.engine import ProjectionRunner
+from projections.engine import ReadModelRunner
 from projections.loyalty import LoyaltyProjection
 from projections.orders import OrdersProjection
 from projections.tables import projection_tracking
@@ -114,7 +114,7 @@ class World:
     rewards: list[Reward] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.runner = ProjectionRunner(
+        self.runner = ReadModelRunner(
             self.runtime.sync_engine, self.runtime.app.recorder,  # type: ignore[arg-type]
             self.runtime.app.mapper,
             [OrdersProjection(), LoyaltyProjection(), CouponsProjection()],
@@ -566,7 +566,7 @@ def test_a_crash_mid_batch_rolls_back_and_resumes_to_the_same_tables(runtime: Ru
         for table in reversed(LoyaltyProjection.tables):
             conn.execute(table.delete())
     faulty = CrashesOnce(fail_at=2)
-    runner = ProjectionRunner(runtime.sync_engine, runtime.app.recorder,  # type: ignore[arg-type]
+    runner = ReadModelRunner(runtime.sync_engine, runtime.app.recorder,  # type: ignore[arg-type]
                               runtime.app.mapper, [faulty], batch_size=9)
     runner.run_once()
     assert faulty.failed
@@ -608,7 +608,7 @@ def test_a_crash_in_the_middle_of_a_flush_leaves_nothing_and_resumes_to_the_same
                 raise RuntimeError("simulated crash in the middle of a flush")
 
     monkeypatch.setattr(BatchWork, "_insert_many", insert_then_crash)
-    runner = ProjectionRunner(runtime.sync_engine, runtime.app.recorder,  # type: ignore[arg-type]
+    runner = ReadModelRunner(runtime.sync_engine, runtime.app.recorder,  # type: ignore[arg-type]
                               runtime.app.mapper, [LoyaltyProjection()], batch_size=9)
     runner.run_once()
     assert crash["failed"]

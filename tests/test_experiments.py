@@ -68,7 +68,7 @@ from domain.experiments import (
 )
 from domain.metadata import Channel, EventMetadata, Role
 from domain.recommendation.placement import Placement, Strategy
-from projections.engine import ProjectionRunner
+from projections.engine import ReadModelRunner
 from projections.experiment_results import ExperimentResultsProjection
 from projections.experiment_tables import (
     EXPERIMENT_TABLES,
@@ -359,7 +359,7 @@ class Lab:
         self.rt = runtime
         self.clock = clock
         clock.set(T0)
-        self.runner = ProjectionRunner(
+        self.runner = ReadModelRunner(
             runtime.sync_engine, runtime.app.recorder,  # type: ignore[arg-type]
             runtime.app.mapper, [ExperimentResultsProjection()], batch_size=3)
 

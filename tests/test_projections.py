@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 from api.runtime import Runtime, all_projections
 from domain.metadata import Channel, EventMetadata, Role
 from projections.batch_work import BatchWork
-from projections.engine import ProjectionRunner
+from projections.engine import ReadModelRunner
 from projections.member_profiles import MemberProfilesProjection
 from projections.tables import member_profiles, member_tags, projection_tracking
 
@@ -78,9 +78,9 @@ def tracking(runtime: Runtime, name: str = "member_profiles") -> Any:
 
 
 def runner_with(runtime: Runtime, projection: MemberProfilesProjection, **kwargs: Any) -> (
-    ProjectionRunner
+    ReadModelRunner
 ):
-    return ProjectionRunner(
+    return ReadModelRunner(
         runtime.sync_engine, runtime.app.recorder, runtime.app.mapper, [projection],  # type: ignore[arg-type]
         **kwargs,
     )
@@ -202,7 +202,7 @@ def test_two_runners_racing_never_apply_an_event_twice(runtime: Runtime) -> None
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
-    def race(runner: ProjectionRunner) -> None:
+    def race(runner: ReadModelRunner) -> None:
         try:
             barrier.wait()
             # catch_up bypasses the lease on purpose: only the conditional update protects us.

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Table, select, update
 from api.runtime import Runtime
 from domain.metadata import Channel, EventMetadata, Role
 from domain.shipment import Shipment
-from projections.engine import ProjectionRunner
+from projections.engine import ReadModelRunner
 from projections.notifications import NotificationsProjection
 from projections.shipment_tracking import ShipmentTrackingProjection
 from projections.shipping_tables import (
@@ -103,7 +103,7 @@ class World:
     shipments: list[Shipment] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.runner = ProjectionRunner(
+        self.runner = ReadModelRunner(
             self.runtime.sync_engine, self.runtime.app.recorder,  # type: ignore[arg-type]
             self.runtime.app.mapper,
             [ShipmentTrackingProjection(), NotificationsProjection()],

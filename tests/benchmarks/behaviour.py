@@ -18,7 +18,7 @@ then that member records H behaviour events (consent on, batches of 500 straight
 per batch, never in the member's stream, so the two should match; the member's version
 before and after the history is reported too, to show the stream did not grow.
 
-Projection: the projection named "member_behaviour" is rebuilt on a fresh Runtime (cold
+Projection: the read model named "member_behaviour" is rebuilt on a fresh Runtime (cold
 caches) over everything the run recorded; if no projection of that name is registered,
 every registered projection that handles BehaviourBatch events is rebuilt instead (and
 `projection_note` says so). Reported per notification read and per behaviour event.
