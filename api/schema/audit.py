@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import strawberry
@@ -218,26 +219,16 @@ class AuditQueries:
         _require_auditor(info)
         ctx = context(info)
         target = audit_target(id)
-        if (version is None) == (at is None):
-            raise ApiError("give exactly one of version or at", ErrorCode.VALIDATION.value)
-        if at is not None and at.tzinfo is None:
-            raise ApiError("at must include a time zone", ErrorCode.VALIDATION.value, field="at")
+        _check_point(version, at)
 
-        def load() -> Any:
-            wanted = version
-            if at is not None:
-                wanted = _version_at(ctx, target.aggregate_id, at)
-                if wanted == 0:
-                    raise NotFoundError(f"{id} did not exist at {at.isoformat()}", "at")
-            if wanted is not None and wanted < 1:
-                raise ValidationError("version must be at least 1", "version")
+        def get(aggregate_id: uuid.UUID, wanted: int | None) -> Any:
             try:
-                aggregate = ctx.runtime.app.repository.get(target.aggregate_id, version=wanted)
+                return ctx.runtime.app.repository.get(aggregate_id, version=wanted)
             except AggregateNotFoundError:
                 raise NotFoundError(f"nothing was recorded for {id}", "id") from None
-            if wanted is not None and aggregate.version != wanted:
-                raise NotFoundError(f"{id} has no version {wanted}", "version")
-            return aggregate
+
+        def load() -> Any:
+            return _recorded_at(ctx, target.aggregate_id, str(id), version, at, get)
 
         try:
             aggregate = await run_in_threadpool(load)
@@ -307,22 +298,13 @@ class AuditQueries:
         _require_auditor(info)
         ctx = context(info)
         member_id = _member_uuid(id)
-        if (version is None) == (at is None):
-            raise ApiError("give exactly one of version or at", ErrorCode.VALIDATION.value)
-        if at is not None and at.tzinfo is None:
-            raise ApiError("at must include a time zone", ErrorCode.VALIDATION.value, field="at")
+        _check_point(version, at)
 
         def load() -> tuple[Member, str]:
-            wanted = version
-            if at is not None:
-                wanted = _version_at(ctx, member_id, at)
-                if wanted == 0:
-                    raise NotFoundError(f"member {id} did not exist at {at.isoformat()}", "at")
-            if wanted is not None and wanted < 1:
-                raise ValidationError("version must be at least 1", "version")
-            member = ctx.runtime.members.get(member_id, version=wanted)
-            if wanted is not None and member.version != wanted:
-                raise NotFoundError(f"member {id} has no version {wanted}", "version")
+            member = _recorded_at(
+                ctx, member_id, f"member {id}", version, at,
+                lambda aggregate_id, wanted: ctx.runtime.members.get(aggregate_id,
+                                                                     version=wanted))
             return member, _tier_at(ctx, member_id, at or member.modified_on)
 
         try:
@@ -347,6 +329,33 @@ def _version_cursor(after: str | None) -> int:
         return int(after_version)
     except (ValueError, TypeError):
         raise ApiError("malformed cursor", ErrorCode.VALIDATION.value, field="after") from None
+
+
+def _check_point(version: int | None, at: dt.datetime | None) -> None:
+    """An as-of query names exactly one point: a version, or a moment with its zone."""
+    if (version is None) == (at is None):
+        raise ApiError("give exactly one of version or at", ErrorCode.VALIDATION.value)
+    if at is not None and at.tzinfo is None:
+        raise ApiError("at must include a time zone", ErrorCode.VALIDATION.value, field="at")
+
+
+def _recorded_at(
+    ctx: Any, aggregate_id: uuid.UUID, what: str, version: int | None, at: dt.datetime | None,
+    get: Callable[[uuid.UUID, int | None], Any],
+) -> Any:
+    """The aggregate as `get` loads it at `version`, or at its last event up to `at`;
+    NOT_FOUND naming the argument when it had no such point."""
+    wanted = version
+    if at is not None:
+        wanted = _version_at(ctx, aggregate_id, at)
+        if wanted == 0:
+            raise NotFoundError(f"{what} did not exist at {at.isoformat()}", "at")
+    if wanted is not None and wanted < 1:
+        raise ValidationError("version must be at least 1", "version")
+    aggregate = get(aggregate_id, wanted)
+    if wanted is not None and aggregate.version != wanted:
+        raise NotFoundError(f"{what} has no version {wanted}", "version")
+    return aggregate
 
 
 def _version_at(ctx: Any, aggregate_id: uuid.UUID, at: dt.datetime) -> int:
